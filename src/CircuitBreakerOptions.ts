@@ -1,0 +1,200 @@
+/**
+ * The options of a breaker and of a set of breakers, their defaults, and how they are validated.
+ *
+ * @since 0.1.0
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Predicate from "effect/Predicate"
+import * as Schema from "effect/Schema"
+import * as SchemaIssue from "effect/SchemaIssue"
+import { CircuitBreakerConfigError } from "./CircuitBreakerConfigError.ts"
+import type { Policy } from "./internal/machine.ts"
+
+/**
+ * The options every breaker takes. All are optional.
+ *
+ * **Details**
+ *
+ * | option | default | meaning |
+ * | --- | --- | --- |
+ * | `maxFailures` | `3` | counted failures allowed inside the window; one more opens the circuit (a safe integer >= 0) |
+ * | `window` | `"60 seconds"` | the sliding window over which failures are counted (a finite duration > 0) |
+ * | `resetTimeout` | `"10 seconds"` | how long the circuit stays open before it lets one probe through (a finite duration > 0) |
+ * | `isFailure` | every failure counts | which typed failures count against the peer |
+ *
+ * Durations are `Duration.Input`s: a `Duration`, a number of milliseconds, or a string such as `"30 seconds"`.
+ *
+ * **Gotchas**
+ *
+ * - `undefined` means "use the default"; `null` is an error.
+ * - `isFailure` sees typed failures only. A defect always counts; an interruption never does. If `isFailure` throws,
+ *   the call counts as a failure. A non-boolean result is read by truthiness.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface BreakerOptions {
+  readonly maxFailures?: number | undefined
+  readonly window?: Duration.Input | undefined
+  readonly resetTimeout?: Duration.Input | undefined
+  readonly isFailure?: ((error: unknown) => boolean) | undefined
+}
+
+/**
+ * The defaults applied to options that are left out: the seed library's `maxfail=3`, `time_unit=60`,
+ * `reset_timeout=10`, and a predicate that counts every typed failure.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const defaults = {
+  maxFailures: 3,
+  window: Duration.seconds(60),
+  resetTimeout: Duration.seconds(10),
+  isFailure: (_error: unknown): boolean => true
+} as const
+
+/**
+ * Options after validation, with every default filled in.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ResolvedOptions {
+  readonly maxFailures: number
+  readonly window: Duration.Duration
+  readonly resetTimeout: Duration.Duration
+  readonly isFailure: (error: unknown) => boolean
+}
+
+const durationExpectation = "a finite duration greater than zero (a Duration, a number of milliseconds, or a string " +
+  "such as \"10 seconds\")"
+
+const toPositiveDuration = (input: unknown): Duration.Duration | undefined => {
+  if (input === null || input === undefined || typeof input === "boolean" || typeof input === "function") {
+    return undefined
+  }
+  if (typeof input === "number" && !Number.isFinite(input)) return undefined
+  let duration: Duration.Duration
+  try {
+    duration = Duration.fromInputUnsafe(input as Duration.Input)
+  } catch {
+    return undefined
+  }
+  const millis = Duration.toMillis(duration)
+  return Duration.isFinite(duration) && Number.isFinite(millis) && millis > 0 ? duration : undefined
+}
+
+/** A `Duration.Input` that must be finite and greater than zero. */
+const PositiveDurationInput = Schema.declare(
+  (input): input is Duration.Input => toPositiveDuration(input) !== undefined,
+  { expected: durationExpectation }
+)
+
+const MaxFailures = Schema.Int.check(
+  Schema.isGreaterThanOrEqualTo(0),
+  Schema.isLessThanOrEqualTo(Number.MAX_SAFE_INTEGER)
+)
+
+const FailurePredicate = Schema.declare(
+  (input): input is (error: unknown) => boolean => typeof input === "function",
+  { expected: "a function (error: unknown) => boolean" }
+)
+
+/**
+ * The fields every breaker accepts, as schema fields. The set and the single breaker extend them.
+ *
+ * @internal
+ */
+export const breakerFields = {
+  maxFailures: Schema.optionalKey(MaxFailures),
+  window: Schema.optionalKey(PositiveDurationInput),
+  resetTimeout: Schema.optionalKey(PositiveDurationInput),
+  isFailure: Schema.optionalKey(FailurePredicate)
+}
+
+/** @internal */
+export { PositiveDurationInput }
+
+const formatIssues = SchemaIssue.makeFormatterStandardSchemaV1()
+
+const describe = (value: unknown): string => {
+  if (typeof value === "string") return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value)
+  if (typeof value === "function") return "a function"
+  if (typeof value === "bigint") return `${value}n`
+  if (Duration.isDuration(value)) return `Duration(${Duration.format(value)})`
+  if (Array.isArray(value)) return `[${value.map(describe).join(", ")}]`
+  if (Predicate.isObject(value)) return "an object"
+  return String(value)
+}
+
+/**
+ * Validates raw options against a struct schema of options, with a message that names every bad field.
+ * Optional keys that are present with the value `undefined` are treated as absent.
+ *
+ * @internal
+ */
+export const decodeOptions = <A>(
+  schema: Schema.ConstraintDecoder<A>,
+  input: unknown
+): Effect.Effect<A, CircuitBreakerConfigError> => {
+  if (input === undefined) input = {}
+  if (!Predicate.isObject(input) || Array.isArray(input)) {
+    return Effect.fail(
+      new CircuitBreakerConfigError({
+        fields: ["options"],
+        details: `options: Expected an object of options, got ${describe(input)}`
+      })
+    )
+  }
+  const present: Record<string, unknown> = {}
+  for (const key of Object.keys(input)) {
+    const value = (input as Record<string, unknown>)[key]
+    if (value !== undefined) present[key] = value
+  }
+  const exit = Schema.decodeUnknownExit(schema)(present, { errors: "all", onExcessProperty: "error" })
+  if (Exit.isSuccess(exit)) return Effect.succeed(exit.value)
+  const error = exit.cause.reasons.find((reason) => reason._tag === "Fail")?.error
+  if (!Schema.isSchemaError(error)) return Effect.die(error)
+  const names: Array<string> = []
+  const lines: Array<string> = []
+  for (const issue of formatIssues(error.issue).issues) {
+    const name = (issue.path ?? []).map(String).join(".") || "options"
+    if (!names.includes(name)) names.push(name)
+    const message = issue.message === "Expected no excess property" ? "Unknown option" : issue.message
+    lines.push(`${name}: ${message}, got ${describe(present[name])}`)
+  }
+  return Effect.fail(new CircuitBreakerConfigError({ fields: names, details: lines.join("\n") }))
+}
+
+/**
+ * Fills in the defaults of validated breaker options.
+ *
+ * @internal
+ */
+export const resolve = (options: Schema.Struct<typeof breakerFields>["Type"]): ResolvedOptions => ({
+  maxFailures: options.maxFailures ?? defaults.maxFailures,
+  window: options.window === undefined ? defaults.window : toPositiveDuration(options.window)!,
+  resetTimeout: options.resetTimeout === undefined ? defaults.resetTimeout : toPositiveDuration(options.resetTimeout)!,
+  isFailure: options.isFailure ?? defaults.isFailure
+})
+
+/**
+ * Converts a positive `Duration.Input` that has already passed validation.
+ *
+ * @internal
+ */
+export const positiveDuration = (input: Duration.Input): Duration.Duration => toPositiveDuration(input)!
+
+/**
+ * The pure state machine's view of resolved options: every duration in milliseconds.
+ *
+ * @internal
+ */
+export const toPolicy = (options: ResolvedOptions): Policy => ({
+  maxFailures: options.maxFailures,
+  windowMillis: Duration.toMillis(options.window),
+  resetTimeoutMillis: Duration.toMillis(options.resetTimeout)
+})

@@ -1,0 +1,295 @@
+/**
+ * One circuit breaker per peer, keyed by a string: the seed library's `CircuitBreakerSet`, as an Effect service.
+ *
+ * @since 0.1.0
+ */
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/Config"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import { dual } from "effect/Function"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import * as CircuitBreaker from "./CircuitBreaker.ts"
+import type { CircuitBreakerConfigError } from "./CircuitBreakerConfigError.ts"
+import * as Options from "./CircuitBreakerOptions.ts"
+import type { CircuitOpenError } from "./CircuitOpenError.ts"
+import type * as CircuitState from "./CircuitState.ts"
+import * as machine from "./internal/machine.ts"
+
+/**
+ * Options of a set: the breaker options every peer's breaker uses, plus how long an idle breaker is kept.
+ *
+ * **Details**
+ *
+ * | option | default | meaning |
+ * | --- | --- | --- |
+ * | `idleTimeToLive` | `"1 minute"` | a breaker that is Closed with no failure in its window, has no call in flight and has started no call for this long is dropped (a finite duration > 0) |
+ *
+ * Dropping a breaker changes nothing a caller can observe: a closed breaker with an empty window behaves exactly
+ * like a fresh one. Open and half-open breakers are kept until they close.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface SetOptions extends Options.BreakerOptions {
+  readonly idleTimeToLive?: Duration.Input | undefined
+}
+
+const SetOptionsSchema = Schema.Struct({
+  ...Options.breakerFields,
+  idleTimeToLive: Schema.optionalKey(Options.PositiveDurationInput)
+})
+
+const defaultIdleTimeToLive = "1 minute"
+
+/**
+ * The most idle breakers one call drops. Each breaker is dropped at most once after being created once, so this
+ * bounds the work a single call does without letting eviction fall behind creation.
+ */
+const maxEvictionsPerCall = 64
+
+/**
+ * The service a `CircuitBreakerSet` layer provides.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Service {
+  /**
+   * Guards an effect with the breaker of `peer`. The breaker is created on the first call to a new peer; concurrent
+   * first calls share one breaker.
+   */
+  readonly withBreaker: (
+    peer: string
+  ) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | CircuitOpenError, R>
+  /** The state of `peer`'s circuit at the current `Clock` time. A peer never seen is `Closed` with no failures. */
+  readonly state: (peer: string) => Effect.Effect<CircuitState.CircuitState>
+  /** The validated options every breaker of the set uses. */
+  readonly options: Options.ResolvedOptions & { readonly idleTimeToLive: Duration.Duration }
+}
+
+const invalidPeer = (peer: unknown) =>
+  Effect.die(new TypeError(`CircuitBreakerSet: a peer must be a string, got ${peer === null ? "null" : typeof peer}`))
+
+/**
+ * Builds the set's service. Most programs use `CircuitBreakerSet.layer` instead.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const make = (options?: SetOptions): Effect.Effect<Service, CircuitBreakerConfigError> =>
+  Effect.map(Options.decodeOptions(SetOptionsSchema, options), (decoded) => {
+    const resolved = Options.resolve(decoded)
+    const idleTimeToLive = Options.positiveDuration(decoded.idleTimeToLive ?? defaultIdleTimeToLive)
+    const settings: CircuitBreaker.Settings = { options: resolved, policy: Options.toPolicy(resolved) }
+    return makeService(settings, idleTimeToLive)
+  })
+
+const makeService = (settings: CircuitBreaker.Settings, idleTimeToLive: Duration.Duration): Service => {
+  const ttl = Duration.toMillis(idleTimeToLive)
+  // Insertion order approximates "least recently started first": a breaker is moved to the back when a call starts
+  // more than half a TTL after the last move. Eviction scans from the front and never drops a breaker early; it may
+  // drop one up to half a TTL late.
+  const breakers = new Map<string, CircuitBreaker.Breaker>()
+  let sweepDueAt = Number.POSITIVE_INFINITY
+
+  const sweep = (now: number): void => {
+    let examined = 0
+    for (const [peer, breaker] of breakers) {
+      if (now - breaker.lastStartedAt < ttl) {
+        sweepDueAt = breaker.lastStartedAt + ttl
+        return
+      }
+      if (examined++ === maxEvictionsPerCall) {
+        sweepDueAt = now
+        return
+      }
+      breakers.delete(peer)
+      if (breaker.inFlight > 0 || !machine.isIdle(breaker.ref.ref.current, now, settings.policy)) {
+        // Busy or not closed: keep it, behind the others.
+        breakers.set(peer, breaker)
+      }
+    }
+    sweepDueAt = Number.POSITIVE_INFINITY
+  }
+
+  const lookup = (peer: string, now: number): CircuitBreaker.Breaker => {
+    if (now >= sweepDueAt) sweep(now)
+    let breaker = breakers.get(peer)
+    if (breaker === undefined) {
+      breaker = new CircuitBreaker.Breaker(peer, settings)
+      breakers.set(peer, breaker)
+      if (sweepDueAt === Number.POSITIVE_INFINITY) sweepDueAt = now + ttl
+    } else if (now - breaker.lastStartedAt >= ttl / 2) {
+      breakers.delete(peer)
+      breakers.set(peer, breaker)
+    }
+    return breaker
+  }
+
+  return {
+    withBreaker: (peer) => {
+      if (typeof peer !== "string") return () => invalidPeer(peer)
+      return (self) => CircuitBreaker.guard((now) => lookup(peer, now), self)
+    },
+    state: (peer) => {
+      if (typeof peer !== "string") return invalidPeer(peer)
+      return Effect.suspend(() => {
+        const breaker = breakers.get(peer)
+        return breaker === undefined ?
+          CircuitBreaker.stateOf(new CircuitBreaker.Breaker(peer, settings)) :
+          CircuitBreaker.stateOf(breaker)
+      })
+    },
+    options: { ...settings.options, idleTimeToLive }
+  }
+}
+
+/**
+ * The set of circuit breakers, one per peer, as an Effect service.
+ *
+ * **When to use**
+ *
+ * Provide `CircuitBreakerSet.layer(options)` once in your application and guard each call to a remote peer with
+ * `withBreaker(peer)`: an HTTP host, a database, a queue, a tenant's endpoint.
+ *
+ * **Details**
+ *
+ * - Each peer has its own breaker; failures on one never affect another. A peer never seen is Closed.
+ * - Breakers are created on a peer's first call and dropped once idle (see `SetOptions.idleTimeToLive`), so a set
+ *   keyed by an unbounded population of peers stays bounded.
+ * - Time is read from the `Clock` service of the calling fiber; nothing runs in the background.
+ *
+ * **Example** (Providing the layer and guarding calls)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { CircuitBreakerSet, withBreaker } from "effect-circuit"
+ *
+ * declare const getStock: (sku: string) => Effect.Effect<number, Error>
+ *
+ * const program = getStock("sku-1").pipe(
+ *   withBreaker("inventory-api"),
+ *   Effect.catchTag("CircuitOpenError", () => Effect.succeed(0))
+ * )
+ *
+ * Effect.runPromise(program.pipe(Effect.provide(CircuitBreakerSet.layer({ maxFailures: 5 }))))
+ * ```
+ *
+ * @category services
+ * @since 0.1.0
+ */
+export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Service>()(
+  "effect-circuit/CircuitBreakerSet"
+) {
+  /**
+   * A layer providing a set whose breakers all use `options`. Fails with `CircuitBreakerConfigError`, naming each
+   * invalid field, if the options are invalid.
+   *
+   * **Example** (Providing the set)
+   *
+   * ```ts
+   * import { Effect, Predicate } from "effect"
+   * import { CircuitBreakerSet } from "effect-circuit"
+   *
+   * const BreakersLive = CircuitBreakerSet.layer({
+   *   maxFailures: 5,
+   *   window: "30 seconds",
+   *   resetTimeout: "15 seconds",
+   *   isFailure: Predicate.isTagged("Timeout")
+   * })
+   * ```
+   */
+  static readonly layer = (options?: SetOptions): Layer.Layer<CircuitBreakerSet, CircuitBreakerConfigError> =>
+    Layer.effect(CircuitBreakerSet, make(options))
+
+  /**
+   * A layer whose options are read through Effect's `Config`, by default from the environment:
+   * `CIRCUIT_MAX_FAILURES` (an integer), `CIRCUIT_WINDOW`, `CIRCUIT_RESET_TIMEOUT` and `CIRCUIT_IDLE_TIME_TO_LIVE`
+   * (durations such as `30 seconds`). Missing keys take the defaults; unparsable values fail with `ConfigError`, and
+   * values out of range with `CircuitBreakerConfigError`.
+   *
+   * **Details**
+   *
+   * Options that cannot come from text, such as `isFailure`, are passed as the argument.
+   *
+   * **Example** (Configuring from the environment)
+   *
+   * ```ts
+   * import { Predicate } from "effect"
+   * import { CircuitBreakerSet } from "effect-circuit"
+   *
+   * // CIRCUIT_MAX_FAILURES=5 CIRCUIT_WINDOW="30 seconds" node app.js
+   * const BreakersLive = CircuitBreakerSet.layerConfig({ isFailure: Predicate.isTagged("Timeout") })
+   * ```
+   */
+  static readonly layerConfig = (
+    options?: Pick<SetOptions, "isFailure">
+  ): Layer.Layer<CircuitBreakerSet, CircuitBreakerConfigError | ConfigError.ConfigError> =>
+    Layer.effect(
+      CircuitBreakerSet,
+      Effect.gen(function*() {
+        const config = yield* Config.all({
+          maxFailures: Config.option(Config.Int("CIRCUIT_MAX_FAILURES")),
+          window: Config.option(Config.Duration("CIRCUIT_WINDOW")),
+          resetTimeout: Config.option(Config.Duration("CIRCUIT_RESET_TIMEOUT")),
+          idleTimeToLive: Config.option(Config.Duration("CIRCUIT_IDLE_TIME_TO_LIVE"))
+        })
+        return yield* make({
+          ...options,
+          maxFailures: Option.getOrUndefined(config.maxFailures),
+          window: Option.getOrUndefined(config.window),
+          resetTimeout: Option.getOrUndefined(config.resetTimeout),
+          idleTimeToLive: Option.getOrUndefined(config.idleTimeToLive)
+        })
+      })
+    )
+}
+
+/**
+ * Guards an effect with the breaker of `peer` from the `CircuitBreakerSet` in the context.
+ *
+ * **Details**
+ *
+ * The effect runs only if `peer`'s circuit admits it; otherwise the result fails with `CircuitOpenError` and the
+ * effect does not run. See `CircuitBreaker.withBreaker` for what counts as a failure and how the circuit moves.
+ * Both `effect.pipe(withBreaker("peer"))` and `withBreaker(effect, "peer")` work.
+ *
+ * **Gotchas**
+ *
+ * - Put the timeout inside: `effect.pipe(Effect.timeout("2 seconds"), withBreaker("peer"))`.
+ * - Any string is a peer, including `""`; a non-string fails with a defect and the effect does not run.
+ *
+ * **Example** (Guarding a call and serving a fallback)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { withBreaker } from "effect-circuit"
+ *
+ * declare const getUser: (id: string) => Effect.Effect<{ name: string }, Error>
+ *
+ * const user = getUser("42").pipe(
+ *   withBreaker("users-api"),
+ *   Effect.catchTag("CircuitOpenError", () => Effect.succeed({ name: "unknown" }))
+ * )
+ * ```
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const withBreaker: {
+  (
+    peer: string
+  ): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | CircuitOpenError, R | CircuitBreakerSet>
+  <A, E, R>(self: Effect.Effect<A, E, R>, peer: string): Effect.Effect<A, E | CircuitOpenError, R | CircuitBreakerSet>
+} = dual(
+  2,
+  <A, E, R>(
+    self: Effect.Effect<A, E, R>,
+    peer: string
+  ): Effect.Effect<A, E | CircuitOpenError, R | CircuitBreakerSet> =>
+    CircuitBreakerSet.use((set) => set.withBreaker(peer)(self))
+)

@@ -1,0 +1,128 @@
+/**
+ * What a breaker reports about its circuit: `Closed`, `Open` or `HalfOpen`, with what helps a caller decide.
+ *
+ * @since 0.1.0
+ */
+import * as Duration from "effect/Duration"
+import * as machine from "./internal/machine.ts"
+
+/**
+ * The circuit lets calls through and counts failures in its sliding window.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Closed {
+  readonly _tag: "Closed"
+  /** Counted failures inside the window right now. One more than `maxFailures` opens the circuit. */
+  readonly failures: number
+}
+
+/**
+ * The circuit rejects every call with `CircuitOpenError` until `probeAt`.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Open {
+  readonly _tag: "Open"
+  /** When the circuit opened, in wall-clock epoch milliseconds. */
+  readonly openedAt: number
+  /** When the next call will be let through as a probe, in wall-clock epoch milliseconds. */
+  readonly probeAt: number
+  /** How long until the next call will be let through as a probe. */
+  readonly retryAfter: Duration.Duration
+}
+
+/**
+ * The open period is over. If no probe is in flight, the next call is the probe; while one is, every other call is
+ * rejected.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface HalfOpen {
+  readonly _tag: "HalfOpen"
+  /** When the circuit opened, in wall-clock epoch milliseconds. */
+  readonly openedAt: number
+  /** Whether a probe is running now. */
+  readonly probeInFlight: boolean
+  /**
+   * How long until a call will be admitted: zero when no probe is in flight, otherwise the time until the running
+   * probe's slot expires (a probe that runs for a whole `resetTimeout` is presumed hung and loses its slot).
+   */
+  readonly retryAfter: Duration.Duration
+}
+
+/**
+ * The state of a circuit, as read at one instant.
+ *
+ * **Details**
+ *
+ * The state is computed from the clock when it is read: a circuit whose open period has passed reads `HalfOpen`
+ * before any call arrives, so code that gates on the state never waits for a call that never comes.
+ *
+ * **Example** (Reading the state of a peer)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { CircuitBreakerSet } from "effect-circuit"
+ *
+ * const report = Effect.gen(function*() {
+ *   const breakers = yield* CircuitBreakerSet
+ *   const state = yield* breakers.state("inventory-api")
+ *   switch (state._tag) {
+ *     case "Closed":
+ *       return `healthy, ${state.failures} recent failures`
+ *     case "Open":
+ *       return `open until ${new Date(state.probeAt).toISOString()}`
+ *     case "HalfOpen":
+ *       return state.probeInFlight ? "probing" : "ready to probe"
+ *   }
+ * })
+ * ```
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type CircuitState = Closed | Open | HalfOpen
+
+/**
+ * Computes the public view of a machine state at monotonic time `now` and wall time `wallNow`.
+ *
+ * @internal
+ */
+export const fromMachine = (
+  state: machine.State,
+  now: number,
+  wallNow: number,
+  policy: machine.Policy
+): CircuitState => {
+  switch (state._tag) {
+    case "Closed":
+      return { _tag: "Closed", failures: machine.failuresInWindow(state, now, policy) }
+    case "Open": {
+      const remaining = policy.resetTimeoutMillis - (now - state.openedAt)
+      if (remaining > 0) {
+        return {
+          _tag: "Open",
+          openedAt: state.openedAtWall,
+          probeAt: wallNow + remaining,
+          retryAfter: Duration.millis(remaining)
+        }
+      }
+      return { _tag: "HalfOpen", openedAt: state.openedAtWall, probeInFlight: false, retryAfter: Duration.zero }
+    }
+    case "HalfOpen": {
+      const remaining = policy.resetTimeoutMillis - (now - state.probeStartedAt)
+      return remaining > 0
+        ? {
+          _tag: "HalfOpen",
+          openedAt: state.openedAtWall,
+          probeInFlight: true,
+          retryAfter: Duration.millis(remaining)
+        }
+        : { _tag: "HalfOpen", openedAt: state.openedAtWall, probeInFlight: false, retryAfter: Duration.zero }
+    }
+  }
+}

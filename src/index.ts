@@ -1,0 +1,44 @@
+/**
+ * effect-circuit: a time-window circuit breaker for Effect, one breaker per peer.
+ *
+ * @since 0.1.0
+ */
+
+/**
+ * A single circuit breaker: `make`, `withBreaker`, `state`.
+ *
+ * @since 0.1.0
+ */
+export * as CircuitBreaker from "./CircuitBreaker.ts"
+
+/**
+ * @since 0.1.0
+ */
+export { CircuitBreakerConfigError } from "./CircuitBreakerConfigError.ts"
+
+/**
+ * @since 0.1.0
+ */
+export type { BreakerOptions, ResolvedOptions } from "./CircuitBreakerOptions.ts"
+
+/**
+ * @since 0.1.0
+ */
+export { CircuitBreakerSet, withBreaker } from "./CircuitBreakerSet.ts"
+
+/**
+ * @since 0.1.0
+ */
+export type { Service as CircuitBreakerSetService, SetOptions } from "./CircuitBreakerSet.ts"
+
+/**
+ * @since 0.1.0
+ */
+export { CircuitOpenError } from "./CircuitOpenError.ts"
+
+/**
+ * The state of a circuit: `Closed`, `Open` or `HalfOpen`.
+ *
+ * @since 0.1.0
+ */
+export type * as CircuitState from "./CircuitState.ts"

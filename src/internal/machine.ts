@@ -1,0 +1,160 @@
+/**
+ * The breaker's state machine as pure functions of (state, event, now). No runtime, no clock, no mutation: each
+ * function returns the next state (the same object when nothing changes), so the effectful shell can apply it
+ * atomically to a `Ref`.
+ *
+ * Times are monotonic milliseconds (`Clock.monotonicTimeNanos` / 1e6); only `openedAtWall` is wall-clock time, kept
+ * to show users when a circuit opened.
+ *
+ * Every transition increments `generation`. A call is admitted with a ticket equal to the generation it was admitted
+ * under; its result is applied only while the generation is unchanged, so results of calls admitted under an
+ * earlier state (before a trip, before a close, a probe whose slot expired) decide nothing.
+ *
+ * @internal
+ */
+
+/** The limits the machine enforces, with durations in milliseconds. */
+export interface Policy {
+  readonly maxFailures: number
+  readonly windowMillis: number
+  readonly resetTimeoutMillis: number
+}
+
+/** Closed: calls pass; `failures` holds the times of the most recent counted failures, oldest first. */
+export interface Closed {
+  readonly _tag: "Closed"
+  readonly generation: number
+  readonly failures: ReadonlyArray<number>
+}
+
+/** Open: calls are rejected until `resetTimeoutMillis` after `openedAt`, then the next call is the probe. */
+export interface Open {
+  readonly _tag: "Open"
+  readonly generation: number
+  readonly openedAt: number
+  readonly openedAtWall: number
+}
+
+/** Half-open with a probe in flight since `probeStartedAt`; other calls are rejected until the probe decides. */
+export interface HalfOpen {
+  readonly _tag: "HalfOpen"
+  readonly generation: number
+  readonly openedAt: number
+  readonly openedAtWall: number
+  readonly probeStartedAt: number
+}
+
+export type State = Closed | Open | HalfOpen
+
+/** How an admitted call ended, as far as the breaker is concerned. */
+export type Outcome = "success" | "failure" | "ignored"
+
+/** A rejection and how long until the breaker will admit a call again. */
+export interface Rejected {
+  readonly retryAfterMillis: number
+}
+
+/** A ticket (the generation the call was admitted under), or a rejection. */
+export type Admission = number | Rejected
+
+const noFailures: ReadonlyArray<number> = Object.freeze([])
+
+/** The state of a breaker that has seen nothing. Shared by every fresh breaker: states are immutable. */
+export const initial: Closed = Object.freeze({ _tag: "Closed", generation: 0, failures: noFailures })
+
+/** Whether a failure recorded at `at` is still inside the window at `now`. */
+const inWindow = (at: number, now: number, policy: Policy): boolean => now - at < policy.windowMillis
+
+/** Decides whether a call starting at `now` may run, and the state after that decision. */
+export const admit = (state: State, now: number, policy: Policy): readonly [Admission, State] => {
+  switch (state._tag) {
+    case "Closed":
+      return [state.generation, state]
+    case "Open": {
+      const waited = now - state.openedAt
+      if (waited < policy.resetTimeoutMillis) {
+        return [{ retryAfterMillis: policy.resetTimeoutMillis - waited }, state]
+      }
+      return startProbe(state, now)
+    }
+    case "HalfOpen": {
+      const probing = now - state.probeStartedAt
+      if (probing < policy.resetTimeoutMillis) {
+        return [{ retryAfterMillis: policy.resetTimeoutMillis - probing }, state]
+      }
+      // The probe in flight has held its slot for a whole resetTimeout: treat the peer as hung and probe again.
+      return startProbe(state, now)
+    }
+  }
+}
+
+const startProbe = (state: Open | HalfOpen, now: number): readonly [Admission, State] => {
+  const generation = state.generation + 1
+  return [generation, {
+    _tag: "HalfOpen",
+    generation,
+    openedAt: state.openedAt,
+    openedAtWall: state.openedAtWall,
+    probeStartedAt: now
+  }]
+}
+
+/** Applies the outcome of the call admitted with `ticket`, ending at `now` (`wallNow` in wall-clock time). */
+export const record = (
+  state: State,
+  ticket: number,
+  outcome: Outcome,
+  now: number,
+  wallNow: number,
+  policy: Policy
+): State => {
+  if (state.generation !== ticket) return state
+  switch (state._tag) {
+    case "Closed":
+      return outcome === "failure" ? recordClosedFailure(state, now, wallNow, policy) : state
+    case "HalfOpen":
+      switch (outcome) {
+        case "success":
+          return { _tag: "Closed", generation: state.generation + 1, failures: noFailures }
+        case "failure":
+          return open(state.generation, now, wallNow)
+        case "ignored":
+          // An interrupted probe tells nothing about the peer: give its slot back so the next call probes.
+          return {
+            _tag: "Open",
+            generation: state.generation + 1,
+            openedAt: state.openedAt,
+            openedAtWall: state.openedAtWall
+          }
+      }
+    // No call is ever admitted under an Open generation.
+    case "Open":
+      return state
+  }
+}
+
+const open = (generation: number, now: number, wallNow: number): Open => ({
+  _tag: "Open",
+  generation: generation + 1,
+  openedAt: now,
+  openedAtWall: wallNow
+})
+
+const recordClosedFailure = (state: Closed, now: number, wallNow: number, policy: Policy): State => {
+  // Only the newest `maxFailures` failures can matter: a new one opens the circuit iff all of them are in the window.
+  const kept = state.failures.filter((at) => inWindow(at, now, policy))
+  if (kept.length >= policy.maxFailures) return open(state.generation, now, wallNow)
+  kept.push(now)
+  return { _tag: "Closed", generation: state.generation, failures: kept }
+}
+
+/** The number of counted failures inside the window at `now`. */
+export const failuresInWindow = (state: Closed, now: number, policy: Policy): number => {
+  let count = 0
+  for (const at of state.failures) if (inWindow(at, now, policy)) count++
+  return count
+}
+
+/** Whether the state is indistinguishable from a fresh breaker's at `now` (so the set may drop it). */
+export const isIdle = (state: State, now: number, policy: Policy): boolean =>
+  state._tag === "Closed" && failuresInWindow(state, now, policy) === 0
