@@ -1,0 +1,136 @@
+import { assert, describe, it } from "@effect/vitest"
+import { ConfigProvider, Duration, Effect, Layer } from "effect"
+import { CircuitBreaker, CircuitBreakerSet } from "../src/index.ts"
+
+const buildSet = (options: unknown) => Layer.build(CircuitBreakerSet.layer(options as never))
+
+/** Every option with bad values; each must fail naming the field. */
+const badValues: ReadonlyArray<readonly [field: string, value: unknown]> = [
+  ["maxFailures", -1],
+  ["maxFailures", 1.5],
+  ["maxFailures", Number.NaN],
+  ["maxFailures", Number.POSITIVE_INFINITY],
+  ["maxFailures", Number.MAX_SAFE_INTEGER + 2],
+  ["maxFailures", "3"],
+  ["maxFailures", null],
+  ["maxFailures", 3n],
+  ["window", 0],
+  ["window", -5],
+  ["window", Number.NaN],
+  ["window", Number.POSITIVE_INFINITY],
+  ["window", "Infinity"],
+  ["window", "soon"],
+  ["window", "10 lightyears"],
+  ["window", null],
+  ["window", true],
+  ["window", Duration.zero],
+  ["window", Duration.infinity],
+  ["window", {}],
+  ["resetTimeout", 0],
+  ["resetTimeout", "-3 seconds"],
+  ["resetTimeout", null],
+  ["resetTimeout", []],
+  ["idleTimeToLive", 0],
+  ["idleTimeToLive", "forever"],
+  ["idleTimeToLive", Duration.infinity],
+  ["idleTimeToLive", null],
+  ["isFailure", true],
+  ["isFailure", "Boom"],
+  ["isFailure", null],
+  ["maxFailure", 3],
+  ["resetTimout", "1 second"]
+]
+
+describe("hostile options", () => {
+  for (const [field, value] of badValues) {
+    it.effect(`${field}: ${typeof value === "number" || typeof value === "string" ? value : typeof value}`, () =>
+      Effect.gen(function*() {
+        const error = yield* Effect.flip(buildSet({ [field]: value }))
+        assert.strictEqual(error._tag, "CircuitBreakerConfigError")
+        assert.deepStrictEqual(error.fields, [field])
+        assert.include(error.message, `${field}:`)
+      }))
+  }
+
+  it.effect("every bad field is named in one error", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(buildSet({ maxFailures: -1, window: "x", resetTimeout: 0, typo: 1 }))
+      assert.deepStrictEqual([...error.fields].sort(), ["maxFailures", "resetTimeout", "typo", "window"])
+      assert.include(error.message, "typo: Unknown option")
+      assert.include(error.message, "maxFailures: Expected a value greater than or equal to 0, got -1")
+    }))
+
+  for (const options of [null, 5, "options", [1]]) {
+    it.effect(`options that are not an object: ${JSON.stringify(options)}`, () =>
+      Effect.gen(function*() {
+        const error = yield* Effect.flip(buildSet(options))
+        assert.deepStrictEqual(error.fields, ["options"])
+      }))
+  }
+
+  it.effect("undefined fields take the defaults; valid inputs of every form are accepted", () =>
+    Effect.gen(function*() {
+      const set = yield* CircuitBreakerSet
+      assert.strictEqual(set.options.maxFailures, 3)
+      assert.strictEqual(Duration.toMillis(set.options.window), 1500)
+      assert.strictEqual(Duration.toMillis(set.options.resetTimeout), 2000)
+      assert.strictEqual(Duration.toMillis(set.options.idleTimeToLive), 300_000)
+    }).pipe(Effect.provide(CircuitBreakerSet.layer({
+      maxFailures: undefined,
+      window: 1500,
+      resetTimeout: Duration.seconds(2),
+      idleTimeToLive: "5 minutes"
+    }))))
+
+  it.effect("CircuitBreaker.make validates the same way", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(CircuitBreaker.make({ maxFailures: 0.5, window: null } as never))
+      assert.deepStrictEqual([...error.fields].sort(), ["maxFailures", "window"])
+    }))
+})
+
+describe("layerConfig", () => {
+  const fromEnv = (env: Record<string, string>) => ConfigProvider.layer(ConfigProvider.fromEnv({ env }))
+
+  it.effect("reads CIRCUIT_* keys from the environment", () =>
+    Effect.gen(function*() {
+      const set = yield* CircuitBreakerSet
+      assert.strictEqual(set.options.maxFailures, 7)
+      assert.strictEqual(Duration.toMillis(set.options.window), 30_000)
+      assert.strictEqual(Duration.toMillis(set.options.resetTimeout), 1_500)
+      assert.strictEqual(Duration.toMillis(set.options.idleTimeToLive), 120_000)
+    }).pipe(Effect.provide(
+      CircuitBreakerSet.layerConfig().pipe(Layer.provide(fromEnv({
+        CIRCUIT_MAX_FAILURES: "7",
+        CIRCUIT_WINDOW: "30 seconds",
+        CIRCUIT_RESET_TIMEOUT: "1500 millis",
+        CIRCUIT_IDLE_TIME_TO_LIVE: "2 minutes"
+      })))
+    )))
+
+  it.effect("missing keys take the defaults; isFailure comes from the argument", () =>
+    Effect.gen(function*() {
+      const set = yield* CircuitBreakerSet
+      assert.strictEqual(set.options.maxFailures, 3)
+      assert.strictEqual(Duration.toMillis(set.options.window), 60_000)
+      assert.isFalse(set.options.isFailure("anything"))
+    }).pipe(Effect.provide(CircuitBreakerSet.layerConfig({ isFailure: () => false }).pipe(Layer.provide(fromEnv({}))))))
+
+  it.effect("an unparsable value fails with ConfigError", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(
+        Layer.build(CircuitBreakerSet.layerConfig().pipe(Layer.provide(fromEnv({ CIRCUIT_WINDOW: "soon" }))))
+      )
+      assert.notStrictEqual(error._tag, "CircuitBreakerConfigError")
+      assert.include(String(error), "CIRCUIT_WINDOW")
+    }))
+
+  it.effect("a value out of range fails with CircuitBreakerConfigError", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(
+        Layer.build(CircuitBreakerSet.layerConfig().pipe(Layer.provide(fromEnv({ CIRCUIT_MAX_FAILURES: "-2" }))))
+      )
+      assert.strictEqual(error._tag, "CircuitBreakerConfigError")
+      assert.include(error.message, "maxFailures")
+    }))
+})

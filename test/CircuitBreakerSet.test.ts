@@ -1,0 +1,431 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Cause, Deferred, Duration, Effect, Exit, Fiber, Layer, Predicate, Ref } from "effect"
+import { TestClock } from "effect/testing"
+import { CircuitBreakerSet, type CircuitOpenError, type SetOptions, withBreaker } from "../src/index.ts"
+import { Boom, type CapturedLog, captureLogs, NotFound, repeat } from "./utils.ts"
+
+const provideSet = (options?: SetOptions) => Effect.provide(CircuitBreakerSet.layer(options))
+
+const stateTag = (peer: string) => Effect.map(CircuitBreakerSet.use((set) => set.state(peer)), (s) => s._tag)
+
+const rejection = <A, E, R>(self: Effect.Effect<A, E | CircuitOpenError, R>) =>
+  Effect.flatMap(Effect.flip(self), (error) =>
+    Predicate.isTagged(error, "CircuitOpenError")
+      ? Effect.succeed(error as CircuitOpenError)
+      : Effect.die(`expected a CircuitOpenError, got ${String(error)}`))
+
+const failing = Effect.fail(new Boom())
+
+/** Opens `peer`'s circuit with `maxFailures + 1` quick failures. */
+const trip = (peer: string, maxFailures: number) => repeat(failing.pipe(withBreaker(peer)), maxFailures + 1)
+
+describe("row 1: closed, failures in a sliding window", () => {
+  it.effect("with maxFailures 2, three quick failures open the circuit", () =>
+    Effect.gen(function*() {
+      yield* repeat(failing.pipe(withBreaker("p")), 2)
+      assert.strictEqual(yield* stateTag("p"), "Closed")
+      yield* Effect.exit(failing.pipe(withBreaker("p")))
+      assert.strictEqual(yield* stateTag("p"), "Open")
+    }).pipe(provideSet({ maxFailures: 2 })))
+
+  it.effect("failures every 30 s with a 60 s window never open it", () =>
+    Effect.gen(function*() {
+      for (let i = 0; i < 50; i++) {
+        yield* Effect.exit(failing.pipe(withBreaker("p")))
+        yield* TestClock.adjust("30 seconds")
+      }
+      const state = yield* CircuitBreakerSet.use((set) => set.state("p"))
+      assert.deepStrictEqual(state, { _tag: "Closed", failures: 1 })
+    }).pipe(provideSet({ maxFailures: 2, window: "60 seconds" })))
+
+  it.effect("maxFailures 0 opens on the first failure", () =>
+    Effect.gen(function*() {
+      yield* Effect.exit(failing.pipe(withBreaker("p")))
+      assert.strictEqual(yield* stateTag("p"), "Open")
+    }).pipe(provideSet({ maxFailures: 0 })))
+
+  it.effect("a failure is inside the window iff now - t < window (exact boundary)", () =>
+    Effect.gen(function*() {
+      const set = yield* CircuitBreakerSet
+      yield* Effect.exit(failing.pipe(withBreaker("p")))
+      yield* TestClock.adjust(Duration.millis(59_999))
+      assert.deepStrictEqual(yield* set.state("p"), { _tag: "Closed", failures: 1 })
+      yield* TestClock.adjust(Duration.millis(1))
+      assert.deepStrictEqual(yield* set.state("p"), { _tag: "Closed", failures: 0 })
+      // The first failure aged out exactly now, so one more failure does not open the circuit.
+      yield* Effect.exit(failing.pipe(withBreaker("p")))
+      assert.strictEqual(yield* stateTag("p"), "Closed")
+    }).pipe(provideSet({ maxFailures: 1, window: "60 seconds" })))
+
+  it.effect("one millisecond before the boundary the old failure still counts", () =>
+    Effect.gen(function*() {
+      yield* Effect.exit(failing.pipe(withBreaker("p")))
+      yield* TestClock.adjust(Duration.millis(59_999))
+      yield* Effect.exit(failing.pipe(withBreaker("p")))
+      assert.strictEqual(yield* stateTag("p"), "Open")
+    }).pipe(provideSet({ maxFailures: 1, window: "60 seconds" })))
+
+  it.effect("successes never remove failures from the window", () =>
+    Effect.gen(function*() {
+      yield* repeat(failing.pipe(withBreaker("p")), 2)
+      yield* repeat(Effect.succeed(1).pipe(withBreaker("p")), 100)
+      assert.deepStrictEqual(yield* CircuitBreakerSet.use((set) => set.state("p")), { _tag: "Closed", failures: 2 })
+      yield* Effect.exit(failing.pipe(withBreaker("p")))
+      assert.strictEqual(yield* stateTag("p"), "Open")
+    }).pipe(provideSet({ maxFailures: 2 })))
+})
+
+describe("row 2: open", () => {
+  it.effect("every call fails at once with CircuitOpenError and the effect does not run", () =>
+    Effect.gen(function*() {
+      yield* trip("p", 1)
+      const runs = yield* Ref.make(0)
+      const error = yield* rejection(Ref.update(runs, (n) => n + 1).pipe(withBreaker("p")))
+      assert.strictEqual(error._tag, "CircuitOpenError")
+      assert.strictEqual(error.peer, "p")
+      assert.isTrue(Duration.equals(error.retryAfter, Duration.seconds(10)))
+      assert.include(error.message, "\"p\"")
+      assert.strictEqual(yield* Ref.get(runs), 0)
+    }).pipe(provideSet({ maxFailures: 1, resetTimeout: "10 seconds" })))
+
+  it.effect("retryAfter is the time left until a probe is allowed", () =>
+    Effect.gen(function*() {
+      yield* trip("p", 0)
+      yield* TestClock.adjust("3 seconds")
+      const error = yield* rejection(Effect.void.pipe(withBreaker("p")))
+      assert.isTrue(Duration.equals(error.retryAfter, Duration.seconds(7)))
+      const state = yield* CircuitBreakerSet.use((set) => set.state("p"))
+      assert.deepStrictEqual(state, {
+        _tag: "Open",
+        openedAt: 0,
+        probeAt: 10_000,
+        retryAfter: Duration.seconds(7)
+      })
+    }).pipe(provideSet({ maxFailures: 0, resetTimeout: "10 seconds" })))
+
+  it.effect("calls admitted before the trip and failing afterwards do not extend the open period", () =>
+    Effect.gen(function*() {
+      const release = yield* Deferred.make<void>()
+      const late = yield* Effect.forkChild(
+        Deferred.await(release).pipe(Effect.andThen(failing), withBreaker("p"), Effect.exit)
+      )
+      yield* Effect.yieldNow
+      yield* trip("p", 0)
+      yield* TestClock.adjust("9 seconds")
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(late)
+      yield* TestClock.adjust("1 second")
+      assert.strictEqual(yield* stateTag("p"), "HalfOpen")
+    }).pipe(provideSet({ maxFailures: 0, resetTimeout: "10 seconds" })))
+})
+
+describe("row 3: half-open", () => {
+  it.effect("reads HalfOpen as soon as resetTimeout has passed, before any call", () =>
+    Effect.gen(function*() {
+      yield* trip("p", 0)
+      yield* TestClock.adjust(Duration.millis(9_999))
+      assert.strictEqual(yield* stateTag("p"), "Open")
+      yield* TestClock.adjust(Duration.millis(1))
+      assert.deepStrictEqual(yield* CircuitBreakerSet.use((set) => set.state("p")), {
+        _tag: "HalfOpen",
+        openedAt: 0,
+        probeInFlight: false,
+        retryAfter: Duration.zero
+      })
+    }).pipe(provideSet({ maxFailures: 0, resetTimeout: "10 seconds" })))
+
+  it.effect("with 10,000 concurrent callers exactly one probe runs; the others are rejected at once", () =>
+    Effect.gen(function*() {
+      yield* trip("p", 0)
+      yield* TestClock.adjust("10 seconds")
+      const gate = yield* Deferred.make<void>()
+      const probes = yield* Ref.make(0)
+      const call = Ref.update(probes, (n) => n + 1).pipe(Effect.andThen(Deferred.await(gate)), withBreaker("p"))
+      const fibers = yield* Effect.forEach(Array.from({ length: 10_000 }), () => Effect.forkChild(Effect.exit(call)))
+      yield* Effect.yieldNow
+      assert.strictEqual(yield* Ref.get(probes), 1)
+      const state = yield* CircuitBreakerSet.use((set) => set.state("p"))
+      assert.isTrue(state._tag === "HalfOpen" && state.probeInFlight)
+      yield* Deferred.succeed(gate, undefined)
+      const exits = yield* Effect.forEach(fibers, Fiber.join)
+      const admitted = exits.filter(Exit.isSuccess).length
+      const rejected = exits.filter((exit) =>
+        Exit.isFailure(exit) && Cause.findErrorOption(exit.cause).pipe((o) =>
+          o._tag === "Some" && Predicate.isTagged(o.value, "CircuitOpenError")
+        )
+      ).length
+      assert.strictEqual(admitted, 1)
+      assert.strictEqual(rejected, 9_999)
+      assert.strictEqual(yield* stateTag("p"), "Closed")
+    }).pipe(provideSet({ maxFailures: 0, resetTimeout: "10 seconds" })))
+
+  it.effect("while a probe is in flight, retryAfter is the time until its slot expires", () =>
+    Effect.gen(function*() {
+      yield* trip("p", 0)
+      yield* TestClock.adjust("10 seconds")
+      const probe = yield* Effect.forkChild(Effect.never.pipe(withBreaker("p")))
+      yield* Effect.yieldNow
+      yield* TestClock.adjust("4 seconds")
+      const error = yield* rejection(Effect.void.pipe(withBreaker("p")))
+      assert.isTrue(Duration.equals(error.retryAfter, Duration.seconds(6)))
+      const state = yield* CircuitBreakerSet.use((set) => set.state("p"))
+      assert.deepStrictEqual(state, {
+        _tag: "HalfOpen",
+        openedAt: 0,
+        probeInFlight: true,
+        retryAfter: Duration.seconds(6)
+      })
+      yield* Fiber.interrupt(probe)
+    }).pipe(provideSet({ maxFailures: 0, resetTimeout: "10 seconds" })))
+})
+
+describe("row 4: the probe decides", () => {
+  it.effect("probe success closes the circuit with an empty window", () =>
+    Effect.gen(function*() {
+      yield* trip("p", 2)
+      yield* TestClock.adjust("10 seconds")
+      assert.strictEqual(yield* Effect.succeed("ok").pipe(withBreaker("p")), "ok")
+      assert.deepStrictEqual(yield* CircuitBreakerSet.use((set) => set.state("p")), { _tag: "Closed", failures: 0 })
+      // The seed kept the old failures, so one failure right after recovery reopened it. Not here.
+      yield* Effect.exit(failing.pipe(withBreaker("p")))
+      assert.deepStrictEqual(yield* CircuitBreakerSet.use((set) => set.state("p")), { _tag: "Closed", failures: 1 })
+    }).pipe(provideSet({ maxFailures: 2, window: "60 seconds", resetTimeout: "10 seconds" })))
+
+  it.effect("probe failure opens the circuit again for a full resetTimeout from now", () =>
+    Effect.gen(function*() {
+      yield* trip("p", 0)
+      yield* TestClock.adjust("25 seconds")
+      yield* Effect.exit(failing.pipe(withBreaker("p")))
+      const state = yield* CircuitBreakerSet.use((set) => set.state("p"))
+      assert.deepStrictEqual(state, {
+        _tag: "Open",
+        openedAt: 25_000,
+        probeAt: 35_000,
+        retryAfter: Duration.seconds(10)
+      })
+      yield* TestClock.adjust(Duration.millis(9_999))
+      assert.strictEqual(yield* stateTag("p"), "Open")
+      yield* TestClock.adjust(Duration.millis(1))
+      assert.strictEqual(yield* stateTag("p"), "HalfOpen")
+    }).pipe(provideSet({ maxFailures: 0, resetTimeout: "10 seconds" })))
+})
+
+describe("row 5: what counts", () => {
+  const countBoomOnly = { isFailure: Predicate.isTagged("Boom") }
+
+  it.effect("a typed failure that isFailure rejects counts as success: adds nothing when closed", () =>
+    Effect.gen(function*() {
+      yield* repeat(Effect.fail(new NotFound()).pipe(withBreaker("p")), 20)
+      assert.deepStrictEqual(yield* CircuitBreakerSet.use((set) => set.state("p")), { _tag: "Closed", failures: 0 })
+    }).pipe(provideSet({ maxFailures: 0, ...countBoomOnly })))
+
+  it.effect("a typed failure that isFailure rejects closes a half-open circuit", () =>
+    Effect.gen(function*() {
+      yield* trip("p", 0)
+      yield* TestClock.adjust("10 seconds")
+      const error = yield* Effect.flip(Effect.fail(new NotFound()).pipe(withBreaker("p")))
+      assert.strictEqual(error._tag, "NotFound")
+      assert.strictEqual(yield* stateTag("p"), "Closed")
+    }).pipe(provideSet({ maxFailures: 0, ...countBoomOnly })))
+
+  it.effect("a defect counts whatever isFailure says", () =>
+    Effect.gen(function*() {
+      yield* Effect.exit(Effect.die("kaput").pipe(withBreaker("p")))
+      assert.strictEqual(yield* stateTag("p"), "Open")
+    }).pipe(provideSet({ maxFailures: 0, isFailure: () => false })))
+
+  it.effect("a cause with a rejected failure and a defect counts as a failure", () =>
+    Effect.gen(function*() {
+      const mixed = Effect.failCause(Cause.combine(Cause.fail(new NotFound()), Cause.die("kaput")))
+      yield* Effect.exit(mixed.pipe(withBreaker("p")))
+      assert.strictEqual(yield* stateTag("p"), "Open")
+    }).pipe(provideSet({ maxFailures: 0, ...countBoomOnly })))
+
+  it.effect("an interruption never counts while closed", () =>
+    Effect.gen(function*() {
+      for (let i = 0; i < 5; i++) {
+        const fiber = yield* Effect.forkChild(Effect.never.pipe(withBreaker("p")))
+        yield* Effect.yieldNow
+        yield* Fiber.interrupt(fiber)
+      }
+      yield* Effect.exit(Effect.interrupt.pipe(withBreaker("p")))
+      assert.deepStrictEqual(yield* CircuitBreakerSet.use((set) => set.state("p")), { _tag: "Closed", failures: 0 })
+    }).pipe(provideSet({ maxFailures: 0 })))
+
+  it.effect("an interrupted probe gives its slot back: the next call probes", () =>
+    Effect.gen(function*() {
+      yield* trip("p", 0)
+      yield* TestClock.adjust("10 seconds")
+      const probe = yield* Effect.forkChild(Effect.never.pipe(withBreaker("p")))
+      yield* Effect.yieldNow
+      yield* Fiber.interrupt(probe)
+      assert.deepStrictEqual(yield* CircuitBreakerSet.use((set) => set.state("p")), {
+        _tag: "HalfOpen",
+        openedAt: 0,
+        probeInFlight: false,
+        retryAfter: Duration.zero
+      })
+      assert.strictEqual(yield* Effect.succeed(1).pipe(withBreaker("p")), 1)
+      assert.strictEqual(yield* stateTag("p"), "Closed")
+    }).pipe(provideSet({ maxFailures: 0, resetTimeout: "10 seconds" })))
+
+  it.effect("an isFailure that throws records a failure; the caller gets the effect's own failure", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(failing.pipe(withBreaker("p")))
+      assert.strictEqual(error._tag, "Boom")
+      assert.strictEqual(yield* stateTag("p"), "Open")
+      yield* TestClock.adjust("10 seconds")
+      // The breaker is not wedged: a successful probe closes it.
+      assert.strictEqual(yield* Effect.succeed(1).pipe(withBreaker("p")), 1)
+      assert.strictEqual(yield* stateTag("p"), "Closed")
+    }).pipe(provideSet({
+      maxFailures: 0,
+      isFailure: () => {
+        throw new Error("predicate bug")
+      }
+    })))
+
+  it.effect("a non-boolean isFailure result is read by truthiness", () =>
+    Effect.gen(function*() {
+      yield* Effect.exit(Effect.fail(0).pipe(withBreaker("zero")))
+      yield* Effect.exit(Effect.fail("yes").pipe(withBreaker("yes")))
+      assert.strictEqual(yield* stateTag("zero"), "Closed")
+      assert.strictEqual(yield* stateTag("yes"), "Open")
+    }).pipe(provideSet({ maxFailures: 0, isFailure: ((e: unknown) => e) as unknown as (e: unknown) => boolean })))
+})
+
+describe("row 6: hung probes and stale results", () => {
+  it.effect("a probe still running after resetTimeout loses its slot; its late result decides nothing", () =>
+    Effect.gen(function*() {
+      yield* trip("p", 0)
+      yield* TestClock.adjust("10 seconds")
+      const release = yield* Deferred.make<void>()
+      const hung = yield* Effect.forkChild(
+        Deferred.await(release).pipe(Effect.andThen(Effect.succeed("late")), withBreaker("p"))
+      )
+      yield* Effect.yieldNow
+      yield* TestClock.adjust(Duration.millis(9_999))
+      yield* rejection(Effect.void.pipe(withBreaker("p")))
+      yield* TestClock.adjust(Duration.millis(1))
+      // The second probe fails: the circuit opens again, and the first probe's late success must not close it.
+      yield* Effect.exit(failing.pipe(withBreaker("p")))
+      assert.strictEqual(yield* stateTag("p"), "Open")
+      yield* Deferred.succeed(release, undefined)
+      assert.strictEqual(yield* Fiber.join(hung), "late")
+      assert.strictEqual(yield* stateTag("p"), "Open")
+    }).pipe(provideSet({ maxFailures: 0, resetTimeout: "10 seconds" })))
+
+  it.effect("a call admitted before the last close decides nothing", () =>
+    Effect.gen(function*() {
+      const release = yield* Deferred.make<void>()
+      // Admitted while closed, the first time around.
+      const old = yield* Effect.forkChild(
+        Deferred.await(release).pipe(Effect.andThen(failing), withBreaker("p"), Effect.exit)
+      )
+      yield* Effect.yieldNow
+      yield* trip("p", 1)
+      yield* TestClock.adjust("10 seconds")
+      yield* Effect.succeed(1).pipe(withBreaker("p"))
+      yield* Effect.exit(failing.pipe(withBreaker("p")))
+      assert.deepStrictEqual(yield* CircuitBreakerSet.use((set) => set.state("p")), { _tag: "Closed", failures: 1 })
+      // Its failure now would be the second in the window and open the circuit, if it were counted.
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(old)
+      assert.deepStrictEqual(yield* CircuitBreakerSet.use((set) => set.state("p")), { _tag: "Closed", failures: 1 })
+    }).pipe(provideSet({ maxFailures: 1, resetTimeout: "10 seconds" })))
+})
+
+describe("row 7: one breaker per peer", () => {
+  it.effect("failures on one peer never affect another; an unseen peer is Closed", () =>
+    Effect.gen(function*() {
+      yield* trip("a", 0)
+      assert.strictEqual(yield* stateTag("a"), "Open")
+      assert.strictEqual(yield* stateTag("b"), "Closed")
+      assert.strictEqual(yield* Effect.succeed(2).pipe(withBreaker("b")), 2)
+      assert.deepStrictEqual(yield* CircuitBreakerSet.use((set) => set.state("never-seen")), {
+        _tag: "Closed",
+        failures: 0
+      })
+    }).pipe(provideSet({ maxFailures: 0 })))
+
+  it.effect("concurrent first calls to a new peer share one breaker", () =>
+    Effect.gen(function*() {
+      yield* Effect.forEach(Array.from({ length: 50 }), () => Effect.exit(failing.pipe(withBreaker("new"))), {
+        concurrency: "unbounded"
+      })
+      assert.strictEqual(yield* stateTag("new"), "Open")
+    }).pipe(provideSet({ maxFailures: 2 })))
+
+  it.effect("peer keys are plain strings: '', '__proto__' and a 1 MB key are ordinary peers", () =>
+    Effect.gen(function*() {
+      const big = "x".repeat(1024 * 1024)
+      for (const peer of ["", "__proto__", "constructor", big]) {
+        yield* Effect.exit(failing.pipe(withBreaker(peer)))
+        assert.strictEqual(yield* stateTag(peer), "Open")
+      }
+      assert.strictEqual(yield* stateTag("x"), "Closed")
+    }).pipe(provideSet({ maxFailures: 0 })))
+
+  it.effect("a non-string peer is a defect and the effect does not run", () =>
+    Effect.gen(function*() {
+      const runs = yield* Ref.make(0)
+      const set = yield* CircuitBreakerSet
+      for (const peer of [42, null, undefined, {}, Symbol("s")]) {
+        const exit = yield* Effect.exit(Ref.update(runs, (n) => n + 1).pipe(set.withBreaker(peer as never)))
+        assert.isTrue(Exit.isFailure(exit) && Cause.hasDies(exit.cause))
+        const defect = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+        assert.include(String(defect), "a peer must be a string")
+        assert.isTrue(Exit.isFailure(yield* Effect.exit(set.state(peer as never))))
+      }
+      assert.strictEqual(yield* Ref.get(runs), 0)
+    }).pipe(provideSet()))
+})
+
+describe("row 8: time only through Clock", () => {
+  it.effect("TestClock.adjust alone moves a breaker through Open, HalfOpen and back", () =>
+    Effect.gen(function*() {
+      const seen: Array<string> = []
+      yield* trip("p", 0)
+      for (let i = 0; i < 3; i++) {
+        seen.push(yield* stateTag("p"))
+        yield* TestClock.adjust("5 seconds")
+      }
+      assert.deepStrictEqual(seen, ["Open", "Open", "HalfOpen"])
+    }).pipe(provideSet({ maxFailures: 0, resetTimeout: "10 seconds" })))
+})
+
+describe("row 9: transitions are logged", () => {
+  it.effect("open at Warning, half-open at Debug, closed at Info, annotated with the peer", () => {
+    const logs: Array<CapturedLog> = []
+    return Effect.gen(function*() {
+      yield* trip("payments", 0)
+      yield* TestClock.adjust("10 seconds")
+      yield* Effect.succeed(1).pipe(withBreaker("payments"))
+      const transitions = logs.filter((log) => log.message.startsWith("Circuit"))
+      assert.deepStrictEqual(transitions.map((log) => [log.level, log.annotations.peer]), [
+        ["Warn", "payments"],
+        ["Debug", "payments"],
+        ["Info", "payments"]
+      ])
+      assert.include(transitions[0]!.message, "opened")
+      assert.include(transitions[1]!.message, "half-open")
+      assert.include(transitions[2]!.message, "closed")
+    }).pipe(
+      Effect.provide(Layer.merge(CircuitBreakerSet.layer({ maxFailures: 0 }), captureLogs(logs)))
+    )
+  })
+})
+
+describe("row 10: bad options", () => {
+  it.effect("the layer fails with CircuitBreakerConfigError naming each bad field", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(
+        Layer.build(
+          CircuitBreakerSet.layer({ maxFailures: -1.5, window: 0, resetTimeout: "soon", isFailure: 3 } as any)
+        )
+      )
+      assert.strictEqual(error._tag, "CircuitBreakerConfigError")
+      assert.deepStrictEqual([...error.fields].sort(), ["isFailure", "maxFailures", "resetTimeout", "window"])
+      for (const field of ["maxFailures", "window", "resetTimeout", "isFailure"]) assert.include(error.message, field)
+    }))
+})
