@@ -8,17 +8,22 @@
  */
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import { dual } from "effect/Function"
 import * as Pipeable from "effect/Pipeable"
+import * as PubSub from "effect/PubSub"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
+import * as Tracer from "effect/Tracer"
 import type { CircuitBreakerConfigError } from "./CircuitBreakerConfigError.ts"
+import * as Metrics from "./CircuitBreakerMetrics.ts"
 import * as Options from "./CircuitBreakerOptions.ts"
 import { makeCircuitOpenError } from "./CircuitOpenError.ts"
 import type { CircuitOpenError } from "./CircuitOpenError.ts"
 import * as CircuitState from "./CircuitState.ts"
+import type { CircuitStateChange, Reason, StateTag } from "./CircuitStateChange.ts"
 import * as machine from "./internal/machine.ts"
 
 const TypeId = "~effect-circuit/CircuitBreaker" as const
@@ -63,6 +68,9 @@ export interface MakeOptions extends Options.BreakerOptions {
 export interface Settings {
   readonly options: Options.ResolvedOptions
   readonly policy: machine.Policy
+  readonly seriesFor: (peer: string) => Metrics.Series
+  /** Where state changes are published; only a set has one. */
+  readonly changes: PubSub.PubSub<CircuitStateChange> | undefined
 }
 
 /**
@@ -76,6 +84,7 @@ export class Breaker implements CircuitBreaker {
   readonly name: string
   readonly settings: Settings
   readonly ref: Ref.Ref<machine.State>
+  readonly series: Metrics.Series
   inFlight = 0
   lastStartedAt = Number.NEGATIVE_INFINITY
 
@@ -83,6 +92,7 @@ export class Breaker implements CircuitBreaker {
     this.name = name
     this.settings = settings
     this.ref = Ref.makeUnsafe<machine.State>(machine.initial)
+    this.series = settings.seriesFor(name)
   }
 
   get options(): Options.ResolvedOptions {
@@ -110,16 +120,6 @@ export const isCircuitBreaker = (u: unknown): u is CircuitBreaker => u instanceo
  */
 export const monotonicMillis = (clock: Clock.Clock): number => Number(clock.monotonicTimeNanosUnsafe()) / 1e6
 
-/**
- * `Ref.modify`, run synchronously inside a primitive that already holds the fiber: the read and the write happen in
- * one synchronous step, so no other fiber can interleave.
- */
-const modify = <A, B>(ref: Ref.Ref<A>, f: (a: A) => readonly [B, A]): B => {
-  const [result, next] = f(ref.ref.current)
-  ref.ref.current = next
-  return result
-}
-
 const classify = (exit: Exit.Exit<unknown, unknown>, isFailure: (error: unknown) => boolean): machine.Outcome => {
   if (Exit.isSuccess(exit)) return "success"
   let answered = false
@@ -141,70 +141,115 @@ const classify = (exit: Exit.Exit<unknown, unknown>, isFailure: (error: unknown)
   return answered ? "success" : "ignored"
 }
 
-const logTransition = (
+/** The state tag a machine state is reported under. */
+const tagOf = (state: machine.State): StateTag => state._tag === "Isolated" ? "Open" : state._tag
+
+const transitionLog = (breaker: Breaker, reason: Reason): Effect.Effect<void> => {
+  const { policy } = breaker.settings
+  switch (reason) {
+    case "failures":
+      return Effect.logWarning(
+        `Circuit opened: more than ${policy.maxFailures} failures within ${policy.windowMillis} ms; ` +
+          `rejecting calls for ${policy.resetTimeoutMillis} ms`
+      )
+    case "probe":
+      return Effect.logDebug("Circuit half-open: letting one probe through")
+    case "probe-succeeded":
+      return Effect.logInfo("Circuit closed: the probe succeeded")
+    case "probe-failed":
+      return Effect.logWarning(
+        `Circuit re-opened: the probe failed; rejecting calls for ${policy.resetTimeoutMillis} ms`
+      )
+    case "reset":
+      return Effect.logInfo("Circuit reset by an operator")
+    case "isolated":
+      return Effect.logWarning("Circuit isolated by an operator: rejecting every call until released")
+    case "released":
+      return Effect.logInfo("Circuit released by an operator: closed")
+  }
+}
+
+/**
+ * Reports a change of state: the state gauge and transition counter, the `changes` stream, and a log line (returned,
+ * to run in the caller's fiber with its logger).
+ *
+ * @internal
+ */
+export const reportChange = (
   breaker: Breaker,
   from: machine.State,
   to: machine.State,
-  outcome: machine.Outcome | "probe"
+  reason: Reason,
+  clock: Clock.Clock,
+  context: Context.Context<never>
 ): Effect.Effect<void> => {
-  const { policy } = breaker.settings
-  let log: Effect.Effect<void>
-  switch (to._tag) {
-    case "Open":
-      log = from._tag === "Closed"
-        ? Effect.logWarning(
-          `Circuit opened: more than ${policy.maxFailures} failures within ${policy.windowMillis} ms; ` +
-            `rejecting calls for ${policy.resetTimeoutMillis} ms`
-        )
-        : outcome === "ignored"
-        ? Effect.logDebug("Circuit probe was interrupted; the next call will probe")
-        : Effect.logWarning(`Circuit re-opened: the probe failed; rejecting calls for ${policy.resetTimeoutMillis} ms`)
-      break
-    case "HalfOpen":
-      log = Effect.logDebug("Circuit half-open: letting one probe through")
-      break
-    case "Closed":
-      log = Effect.logInfo("Circuit closed: the probe succeeded")
-      break
+  const fromTag = tagOf(from)
+  const toTag = tagOf(to)
+  breaker.series.transition(fromTag, toTag, context)
+  const changes = breaker.settings.changes
+  if (changes !== undefined) {
+    PubSub.publishUnsafe(changes, {
+      peer: breaker.name,
+      from: fromTag,
+      to: toTag,
+      at: clock.currentTimeMillisUnsafe(),
+      reason
+    })
   }
-  return Effect.annotateLogs(log, "peer", breaker.name)
+  return Effect.annotateLogs(transitionLog(breaker, reason), "peer", breaker.name)
+}
+
+const annotateSpan = (context: Context.Context<never>, peer: string, state: StateTag): void => {
+  const span = Context.getOrUndefined(context, Tracer.ParentSpan)
+  if (span !== undefined && span._tag === "Span") {
+    span.attribute("circuit_breaker.peer", peer)
+    span.attribute("circuit_breaker.state", state)
+  }
 }
 
 /**
  * Guards `self` with the breaker that `resolve` returns when the call starts (at monotonic time `now`).
  *
- * Layout of the primitives, and why: the outer `withFiber` allocates the per-call slots and reads the fiber's Clock;
- * `onExitPrimitive` is in place before admission, so whatever happens after admission (including an interruption
- * that lands before `self` starts) reaches `settle`, which runs uninterruptibly; the inner `withFiber` admits the
- * call in one synchronous step. A call interrupted before admission leaves `admitted` unset and records nothing.
+ * Layout of the primitives, and why: the outer `withFiber` allocates the per-call slots; `onExitPrimitive` is in
+ * place before admission, so whatever happens after admission (including an interruption that lands before `self`
+ * starts) reaches `settle`, which runs uninterruptibly; the inner `withFiber` admits the call in one synchronous
+ * step, so no other fiber sees a half-made decision. A call interrupted before admission leaves `admitted` unset
+ * and records nothing.
  *
  * @internal
  */
 export const guard = <A, E, R>(
-  resolve: (now: number) => Breaker,
+  resolve: (now: number, context: Context.Context<never>) => Breaker,
   self: Effect.Effect<A, E, R>
 ): Effect.Effect<A, E | CircuitOpenError, R> =>
   Effect.withFiber((fiber) => {
-    const clock = fiber.getRef(Clock.Clock)
     let admitted: Breaker | undefined
     let ticket = 0
     return Effect.onExitPrimitive(
       Effect.withFiber((): Effect.Effect<A, E | CircuitOpenError, R> => {
+        const context = fiber.context
+        const clock = Context.get(context, Clock.Clock)
         const now = monotonicMillis(clock)
-        const breaker = resolve(now)
+        const breaker = resolve(now, context)
         const before = breaker.ref.ref.current
-        const admission = modify(breaker.ref, (state) => machine.admit(state, now, breaker.settings.policy))
+        const [admission, after] = machine.admit(before, now, breaker.settings.policy)
         if (typeof admission !== "number") {
+          breaker.series.rejected.updateUnsafe(1, context)
+          annotateSpan(context, breaker.name, before._tag === "HalfOpen" ? "HalfOpen" : "Open")
           return Effect.fail(makeCircuitOpenError(breaker.name, admission.retryAfterMillis))
         }
+        breaker.ref.ref.current = after
         admitted = breaker
         ticket = admission
         breaker.inFlight++
         breaker.lastStartedAt = now
-        if (before._tag === "Closed") return self
-        return Effect.andThen(logTransition(breaker, before, breaker.ref.ref.current, "probe"), self)
+        annotateSpan(context, breaker.name, after._tag === "HalfOpen" ? "HalfOpen" : "Closed")
+        if (after === before) return self
+        breaker.series.probes.updateUnsafe(1, context)
+        if (before._tag === "HalfOpen") return self
+        return Effect.andThen(reportChange(breaker, before, after, "probe", clock, context), self)
       }),
-      (exit) => admitted === undefined ? undefined : settle(admitted, ticket, exit, clock)
+      (exit) => admitted === undefined ? undefined : settle(admitted, ticket, exit, fiber.context)
     )
   })
 
@@ -212,19 +257,48 @@ const settle = (
   breaker: Breaker,
   ticket: number,
   exit: Exit.Exit<unknown, unknown>,
-  clock: Clock.Clock
+  context: Context.Context<never>
 ): Effect.Effect<void> | undefined => {
   breaker.inFlight--
   const outcome = classify(exit, breaker.settings.options.isFailure)
+  breaker.series[outcome].updateUnsafe(1, context)
   const before = breaker.ref.ref.current
   // The common case, a closed circuit and a call that did not fail, changes nothing: skip the clock.
   if (before._tag === "Closed" && outcome !== "failure") return undefined
+  const clock = Context.get(context, Clock.Clock)
   const now = monotonicMillis(clock)
   const after = machine.record(before, ticket, outcome, now, clock.currentTimeMillisUnsafe(), breaker.settings.policy)
   if (after === before) return undefined
   breaker.ref.ref.current = after
-  return before._tag === after._tag ? undefined : logTransition(breaker, before, after, outcome)
+  if (before._tag === after._tag) return undefined
+  const reason: Reason = before._tag === "Closed"
+    ? "failures"
+    : outcome === "success"
+    ? "probe-succeeded"
+    : "probe-failed"
+  return reportChange(breaker, before, after, reason, clock, context)
 }
+
+/**
+ * Applies an operator's change (reset, isolate, release) to a breaker atomically, and reports it if the state changed.
+ *
+ * @internal
+ */
+export const operate = (
+  breaker: Breaker,
+  change: (state: machine.State, now: number, wallNow: number) => machine.State,
+  reason: Reason
+): Effect.Effect<void> =>
+  Effect.withFiber((fiber) => {
+    const context = fiber.context
+    const clock = Context.get(context, Clock.Clock)
+    const before = breaker.ref.ref.current
+    const after = change(before, monotonicMillis(clock), clock.currentTimeMillisUnsafe())
+    if (after === before) return Effect.void
+    breaker.ref.ref.current = after
+    if (tagOf(before) === tagOf(after) && reason !== "reset") return Effect.void
+    return reportChange(breaker, before, after, reason, clock, context)
+  })
 
 /**
  * Reads the breaker's state at the clock's current time.
@@ -275,10 +349,18 @@ const MakeOptionsSchema = Schema.Struct({ ...Options.breakerFields, name: Schema
  * @since 0.1.0
  */
 export const make = (options?: MakeOptions): Effect.Effect<CircuitBreaker, CircuitBreakerConfigError> =>
-  Effect.map(Options.decodeOptions(MakeOptionsSchema, options), (decoded) => {
-    const resolved = Options.resolve(decoded)
-    return new Breaker(decoded.name ?? "default", { options: resolved, policy: Options.toPolicy(resolved) })
-  })
+  Effect.flatMap(Options.decodeOptions(MakeOptionsSchema, options), (decoded) =>
+    Effect.withFiber((fiber) => {
+      const resolved = Options.resolve(decoded)
+      const breaker = new Breaker(decoded.name ?? "default", {
+        options: resolved,
+        policy: Options.toPolicy(resolved),
+        seriesFor: Metrics.makeSeriesFor(resolved.metricPeerLabel),
+        changes: undefined
+      })
+      breaker.series.start(fiber.context)
+      return Effect.succeed(breaker)
+    }))
 
 /**
  * Guards an effect with a breaker: the effect runs only if the circuit admits it, and its outcome is recorded.

@@ -10,6 +10,7 @@ import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import * as SchemaIssue from "effect/SchemaIssue"
 import { CircuitBreakerConfigError } from "./CircuitBreakerConfigError.ts"
+import type { PeerLabel } from "./CircuitBreakerMetrics.ts"
 import type { Policy } from "./internal/machine.ts"
 
 /**
@@ -23,6 +24,7 @@ import type { Policy } from "./internal/machine.ts"
  * | `window` | `"60 seconds"` | the sliding window over which failures are counted (a finite duration > 0) |
  * | `resetTimeout` | `"10 seconds"` | how long the circuit stays open before it lets one probe through (a finite duration > 0) |
  * | `isFailure` | every failure counts | which typed failures count against the peer |
+ * | `metricPeerLabel` | `"peer"` | the `peer` attribute of the metrics: the peer, `"none"`, or a function of the peer |
  *
  * Durations are `Duration.Input`s: a `Duration`, a number of milliseconds, or a string such as `"30 seconds"`.
  *
@@ -40,6 +42,7 @@ export interface BreakerOptions {
   readonly window?: Duration.Input | undefined
   readonly resetTimeout?: Duration.Input | undefined
   readonly isFailure?: ((error: unknown) => boolean) | undefined
+  readonly metricPeerLabel?: PeerLabel | undefined
 }
 
 /**
@@ -53,7 +56,8 @@ export const defaults = {
   maxFailures: 3,
   window: Duration.seconds(60),
   resetTimeout: Duration.seconds(10),
-  isFailure: (_error: unknown): boolean => true
+  isFailure: (_error: unknown): boolean => true,
+  metricPeerLabel: "peer"
 } as const
 
 /**
@@ -67,6 +71,7 @@ export interface ResolvedOptions {
   readonly window: Duration.Duration
   readonly resetTimeout: Duration.Duration
   readonly isFailure: (error: unknown) => boolean
+  readonly metricPeerLabel: PeerLabel
 }
 
 const durationExpectation = "a finite duration greater than zero (a Duration, a number of milliseconds, or a string " +
@@ -103,6 +108,11 @@ const FailurePredicate = Schema.declare(
   { expected: "a function (error: unknown) => boolean" }
 )
 
+const MetricPeerLabel = Schema.declare(
+  (input): input is PeerLabel => input === "peer" || input === "none" || typeof input === "function",
+  { expected: "\"peer\", \"none\" or a function (peer: string) => string" }
+)
+
 /**
  * The fields every breaker accepts, as schema fields. The set and the single breaker extend them.
  *
@@ -112,7 +122,8 @@ export const breakerFields = {
   maxFailures: Schema.optionalKey(MaxFailures),
   window: Schema.optionalKey(PositiveDurationInput),
   resetTimeout: Schema.optionalKey(PositiveDurationInput),
-  isFailure: Schema.optionalKey(FailurePredicate)
+  isFailure: Schema.optionalKey(FailurePredicate),
+  metricPeerLabel: Schema.optionalKey(MetricPeerLabel)
 }
 
 /** @internal */
@@ -178,7 +189,8 @@ export const resolve = (options: Schema.Struct<typeof breakerFields>["Type"]): R
   maxFailures: options.maxFailures ?? defaults.maxFailures,
   window: options.window === undefined ? defaults.window : toPositiveDuration(options.window)!,
   resetTimeout: options.resetTimeout === undefined ? defaults.resetTimeout : toPositiveDuration(options.resetTimeout)!,
-  isFailure: options.isFailure ?? defaults.isFailure
+  isFailure: options.isFailure ?? defaults.isFailure,
+  metricPeerLabel: options.metricPeerLabel ?? defaults.metricPeerLabel
 })
 
 /**

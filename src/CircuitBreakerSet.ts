@@ -3,6 +3,7 @@
  *
  * @since 0.1.0
  */
+import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/Config"
 import * as Context from "effect/Context"
@@ -11,12 +12,18 @@ import * as Effect from "effect/Effect"
 import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
 import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as CircuitBreaker from "./CircuitBreaker.ts"
 import type { CircuitBreakerConfigError } from "./CircuitBreakerConfigError.ts"
+import * as Metrics from "./CircuitBreakerMetrics.ts"
 import * as Options from "./CircuitBreakerOptions.ts"
 import type { CircuitOpenError } from "./CircuitOpenError.ts"
-import type * as CircuitState from "./CircuitState.ts"
+import type { CircuitSnapshot, PeerSnapshot } from "./CircuitSnapshot.ts"
+import * as CircuitState from "./CircuitState.ts"
+import type { CircuitStateChange, Reason } from "./CircuitStateChange.ts"
 import * as machine from "./internal/machine.ts"
 
 /**
@@ -67,6 +74,25 @@ export interface Service {
   ) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | CircuitOpenError, R>
   /** The state of `peer`'s circuit at the current `Clock` time. A peer never seen is `Closed` with no failures. */
   readonly state: (peer: string) => Effect.Effect<CircuitState.CircuitState>
+  /**
+   * Every state change of every peer, as it happens. The half-open change is emitted when the probe is admitted.
+   *
+   * Each subscriber has a sliding buffer of 1,024 changes that drops the oldest: a slow or absent consumer never
+   * blocks or slows calls. A subscription starts when the stream runs; earlier changes are not replayed.
+   */
+  readonly changes: Stream.Stream<CircuitStateChange>
+  /** Every peer the set currently holds, with its state, as a schema-encodable value. */
+  readonly snapshot: Effect.Effect<CircuitSnapshot>
+  /**
+   * Closes `peer`'s circuit and empties its window; calls in flight decide nothing. It does not end an isolation.
+   */
+  readonly reset: (peer: string) => Effect.Effect<void>
+  /**
+   * Holds `peer`'s circuit open, rejecting every call with `CircuitOpenError` (`retryAfter` = `resetTimeout`), until
+   * the scope closes, even past `resetTimeout`. Isolations stack: the last release closes the circuit with an empty
+   * window.
+   */
+  readonly isolate: (peer: string) => Effect.Effect<void, never, Scope.Scope>
   /** The validated options every breaker of the set uses. */
   readonly options: Options.ResolvedOptions & { readonly idleTimeToLive: Duration.Duration }
 }
@@ -74,21 +100,38 @@ export interface Service {
 const invalidPeer = (peer: unknown) =>
   Effect.die(new TypeError(`CircuitBreakerSet: a peer must be a string, got ${peer === null ? "null" : typeof peer}`))
 
+/** The most changes a subscriber of `changes` buffers before the oldest are dropped. */
+const changesBuffer = 1024
+
 /**
  * Builds the set's service. Most programs use `CircuitBreakerSet.layer` instead.
  *
  * @category constructors
  * @since 0.1.0
  */
-export const make = (options?: SetOptions): Effect.Effect<Service, CircuitBreakerConfigError> =>
-  Effect.map(Options.decodeOptions(SetOptionsSchema, options), (decoded) => {
+export const make = (options?: SetOptions): Effect.Effect<Service, CircuitBreakerConfigError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const decoded = yield* Options.decodeOptions(SetOptionsSchema, options)
     const resolved = Options.resolve(decoded)
     const idleTimeToLive = Options.positiveDuration(decoded.idleTimeToLive ?? defaultIdleTimeToLive)
-    const settings: CircuitBreaker.Settings = { options: resolved, policy: Options.toPolicy(resolved) }
-    return makeService(settings, idleTimeToLive)
+    const changes = yield* Effect.acquireRelease(PubSub.sliding<CircuitStateChange>(changesBuffer), PubSub.shutdown)
+    return makeService(
+      {
+        options: resolved,
+        policy: Options.toPolicy(resolved),
+        seriesFor: Metrics.makeSeriesFor(resolved.metricPeerLabel),
+        changes
+      },
+      changes,
+      idleTimeToLive
+    )
   })
 
-const makeService = (settings: CircuitBreaker.Settings, idleTimeToLive: Duration.Duration): Service => {
+const makeService = (
+  settings: CircuitBreaker.Settings,
+  changes: PubSub.PubSub<CircuitStateChange>,
+  idleTimeToLive: Duration.Duration
+): Service => {
   const ttl = Duration.toMillis(idleTimeToLive)
   // Insertion order approximates "least recently started first": a breaker is moved to the back when a call starts
   // more than half a TTL after the last move. Eviction scans from the front and never drops a breaker early; it may
@@ -116,34 +159,95 @@ const makeService = (settings: CircuitBreaker.Settings, idleTimeToLive: Duration
     sweepDueAt = Number.POSITIVE_INFINITY
   }
 
-  const lookup = (peer: string, now: number): CircuitBreaker.Breaker => {
+  const create = (peer: string, now: number, context: Context.Context<never>): CircuitBreaker.Breaker => {
+    const breaker = new CircuitBreaker.Breaker(peer, settings)
+    breaker.series.start(context)
+    breakers.set(peer, breaker)
+    if (sweepDueAt === Number.POSITIVE_INFINITY) sweepDueAt = now + ttl
+    return breaker
+  }
+
+  const lookup = (peer: string, now: number, context: Context.Context<never>): CircuitBreaker.Breaker => {
     if (now >= sweepDueAt) sweep(now)
-    let breaker = breakers.get(peer)
-    if (breaker === undefined) {
-      breaker = new CircuitBreaker.Breaker(peer, settings)
-      breakers.set(peer, breaker)
-      if (sweepDueAt === Number.POSITIVE_INFINITY) sweepDueAt = now + ttl
-    } else if (now - breaker.lastStartedAt >= ttl / 2) {
+    const breaker = breakers.get(peer)
+    if (breaker === undefined) return create(peer, now, context)
+    if (now - breaker.lastStartedAt >= ttl / 2) {
       breakers.delete(peer)
       breakers.set(peer, breaker)
     }
     return breaker
   }
 
+  /** Runs an operator's change on `peer`'s breaker, creating it if the set does not hold it. */
+  const operate = (
+    peer: string,
+    change: (state: machine.State, now: number, wallNow: number) => machine.State,
+    reason: Reason
+  ): Effect.Effect<void> =>
+    typeof peer !== "string" ? invalidPeer(peer) : Effect.withFiber((fiber) => {
+      const context = fiber.context
+      const now = CircuitBreaker.monotonicMillis(Context.get(context, Clock.Clock))
+      const breaker = breakers.get(peer) ?? create(peer, now, context)
+      // An isolated breaker must outlive its isolation: touch it so eviction looks at it last.
+      breaker.lastStartedAt = now
+      return CircuitBreaker.operate(breaker, change, reason)
+    })
+
+  const snapshot = Effect.clockWith((clock) =>
+    Effect.sync((): CircuitSnapshot => {
+      const now = CircuitBreaker.monotonicMillis(clock)
+      const at = clock.currentTimeMillisUnsafe()
+      const peers: Array<PeerSnapshot> = []
+      for (const [peer, breaker] of breakers) {
+        const state = CircuitState.fromMachine(breaker.ref.ref.current, now, at, settings.policy)
+        switch (state._tag) {
+          case "Closed":
+            peers.push({ peer, state: "Closed", failures: state.failures })
+            break
+          case "Open":
+            peers.push({
+              peer,
+              state: "Open",
+              failures: 0,
+              openedAt: state.openedAt,
+              probeAt: state.probeAt,
+              isolated: state.isolated
+            })
+            break
+          case "HalfOpen":
+            peers.push({
+              peer,
+              state: "HalfOpen",
+              failures: 0,
+              openedAt: state.openedAt,
+              probeAt: at + Duration.toMillis(state.retryAfter)
+            })
+            break
+        }
+      }
+      return { at, peers }
+    })
+  )
+
   return {
     withBreaker: (peer) => {
       if (typeof peer !== "string") return () => invalidPeer(peer)
-      return (self) => CircuitBreaker.guard((now) => lookup(peer, now), self)
+      return (self) => CircuitBreaker.guard((now, context) => lookup(peer, now, context), self)
     },
     state: (peer) => {
       if (typeof peer !== "string") return invalidPeer(peer)
-      return Effect.suspend(() => {
-        const breaker = breakers.get(peer)
-        return breaker === undefined ?
-          CircuitBreaker.stateOf(new CircuitBreaker.Breaker(peer, settings)) :
-          CircuitBreaker.stateOf(breaker)
-      })
+      return Effect.suspend(() =>
+        CircuitBreaker.stateOf(breakers.get(peer) ?? new CircuitBreaker.Breaker(peer, settings))
+      )
     },
+    changes: Stream.fromPubSub(changes),
+    snapshot,
+    reset: (peer) => operate(peer, machine.reset, "reset"),
+    isolate: (peer) =>
+      Effect.acquireRelease(
+        operate(peer, machine.isolate, "isolated"),
+        () => operate(peer, machine.release, "released")
+      ),
     options: { ...settings.options, idleTimeToLive }
   }
 }

@@ -32,6 +32,11 @@ export interface Open {
   readonly probeAt: number
   /** How long until the next call will be let through as a probe. */
   readonly retryAfter: Duration.Duration
+  /**
+   * Whether an operator holds the circuit open with `isolate`. While isolated, no probe is let through however long
+   * it stays open, and `probeAt` / `retryAfter` are one `resetTimeout` from now.
+   */
+  readonly isolated: boolean
 }
 
 /**
@@ -108,14 +113,23 @@ export const fromMachine = (
           _tag: "Open",
           openedAt: state.openedAtWall,
           probeAt: wallNow + remaining,
-          retryAfter: Duration.millis(remaining)
+          retryAfter: Duration.millis(remaining),
+          isolated: false
         }
       }
       return { _tag: "HalfOpen", openedAt: state.openedAtWall, probeInFlight: false, retryAfter: Duration.zero }
     }
+    case "Isolated":
+      return {
+        _tag: "Open",
+        openedAt: state.openedAtWall,
+        probeAt: wallNow + policy.resetTimeoutMillis,
+        retryAfter: Duration.millis(policy.resetTimeoutMillis),
+        isolated: true
+      }
     case "HalfOpen": {
       const remaining = policy.resetTimeoutMillis - (now - state.probeStartedAt)
-      return remaining > 0
+      return state.probeInFlight && remaining > 0
         ? {
           _tag: "HalfOpen",
           openedAt: state.openedAtWall,

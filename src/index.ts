@@ -42,3 +42,24 @@ export { CircuitOpenError } from "./CircuitOpenError.ts"
  * @since 0.1.0
  */
 export type * as CircuitState from "./CircuitState.ts"
+
+/**
+ * The metrics every breaker records.
+ *
+ * @since 0.1.0
+ */
+export * as CircuitBreakerMetrics from "./CircuitBreakerMetrics.ts"
+
+/**
+ * A snapshot of every circuit a set holds, as a schema.
+ *
+ * @since 0.1.0
+ */
+export * as CircuitSnapshot from "./CircuitSnapshot.ts"
+
+/**
+ * A change of a circuit's state, as a schema.
+ *
+ * @since 0.1.0
+ */
+export * as CircuitStateChange from "./CircuitStateChange.ts"

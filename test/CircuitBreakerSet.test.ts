@@ -99,7 +99,8 @@ describe("row 2: open", () => {
         _tag: "Open",
         openedAt: 0,
         probeAt: 10_000,
-        retryAfter: Duration.seconds(7)
+        retryAfter: Duration.seconds(7),
+        isolated: false
       })
     }).pipe(provideSet({ maxFailures: 0, resetTimeout: "10 seconds" })))
 
@@ -201,7 +202,8 @@ describe("row 4: the probe decides", () => {
         _tag: "Open",
         openedAt: 25_000,
         probeAt: 35_000,
-        retryAfter: Duration.seconds(10)
+        retryAfter: Duration.seconds(10),
+        isolated: false
       })
       yield* TestClock.adjust(Duration.millis(9_999))
       assert.strictEqual(yield* stateTag("p"), "Open")

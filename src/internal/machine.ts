@@ -35,16 +35,29 @@ export interface Open {
   readonly openedAtWall: number
 }
 
-/** Half-open with a probe in flight since `probeStartedAt`; other calls are rejected until the probe decides. */
+/**
+ * Half-open. With a probe in flight (since `probeStartedAt`) other calls are rejected until it decides; without one
+ * (its probe was interrupted) the next call is the probe.
+ */
 export interface HalfOpen {
   readonly _tag: "HalfOpen"
   readonly generation: number
   readonly openedAt: number
   readonly openedAtWall: number
+  readonly probeInFlight: boolean
   readonly probeStartedAt: number
 }
 
-export type State = Closed | Open | HalfOpen
+/** Held open by an operator: every call is rejected until the last of `isolations` is released. */
+export interface Isolated {
+  readonly _tag: "Isolated"
+  readonly generation: number
+  readonly isolations: number
+  readonly openedAt: number
+  readonly openedAtWall: number
+}
+
+export type State = Closed | Open | HalfOpen | Isolated
 
 /** How an admitted call ended, as far as the breaker is concerned. */
 export type Outcome = "success" | "failure" | "ignored"
@@ -62,6 +75,8 @@ const noFailures: ReadonlyArray<number> = Object.freeze([])
 /** The state of a breaker that has seen nothing. Shared by every fresh breaker: states are immutable. */
 export const initial: Closed = Object.freeze({ _tag: "Closed", generation: 0, failures: noFailures })
 
+const emptyClosed = (generation: number): Closed => ({ _tag: "Closed", generation, failures: noFailures })
+
 /** Whether a failure recorded at `at` is still inside the window at `now`. */
 const inWindow = (at: number, now: number, policy: Policy): boolean => now - at < policy.windowMillis
 
@@ -77,7 +92,10 @@ export const admit = (state: State, now: number, policy: Policy): readonly [Admi
       }
       return startProbe(state, now)
     }
+    case "Isolated":
+      return [{ retryAfterMillis: policy.resetTimeoutMillis }, state]
     case "HalfOpen": {
+      if (!state.probeInFlight) return startProbe(state, now)
       const probing = now - state.probeStartedAt
       if (probing < policy.resetTimeoutMillis) {
         return [{ retryAfterMillis: policy.resetTimeoutMillis - probing }, state]
@@ -95,6 +113,7 @@ const startProbe = (state: Open | HalfOpen, now: number): readonly [Admission, S
     generation,
     openedAt: state.openedAt,
     openedAtWall: state.openedAtWall,
+    probeInFlight: true,
     probeStartedAt: now
   }]
 }
@@ -115,22 +134,37 @@ export const record = (
     case "HalfOpen":
       switch (outcome) {
         case "success":
-          return { _tag: "Closed", generation: state.generation + 1, failures: noFailures }
+          return emptyClosed(state.generation + 1)
         case "failure":
           return open(state.generation, now, wallNow)
         case "ignored":
           // An interrupted probe tells nothing about the peer: give its slot back so the next call probes.
-          return {
-            _tag: "Open",
-            generation: state.generation + 1,
-            openedAt: state.openedAt,
-            openedAtWall: state.openedAtWall
-          }
+          return { ...state, generation: state.generation + 1, probeInFlight: false }
       }
-    // No call is ever admitted under an Open generation.
+    // No call is ever admitted under an Open or Isolated generation.
     case "Open":
+    case "Isolated":
       return state
   }
+}
+
+/** Closes the circuit with an empty window; calls in flight decide nothing. An isolation is not ended by a reset. */
+export const reset = (state: State): State => {
+  if (state._tag === "Isolated") return state
+  if (state._tag === "Closed" && state.failures.length === 0) return state
+  return emptyClosed(state.generation + 1)
+}
+
+/** Holds the circuit open, on top of any isolation already in force. */
+export const isolate = (state: State, now: number, wallNow: number): Isolated =>
+  state._tag === "Isolated"
+    ? { ...state, isolations: state.isolations + 1 }
+    : { _tag: "Isolated", generation: state.generation + 1, isolations: 1, openedAt: now, openedAtWall: wallNow }
+
+/** Releases one isolation; the last release closes the circuit with an empty window. */
+export const release = (state: State): State => {
+  if (state._tag !== "Isolated") return state
+  return state.isolations > 1 ? { ...state, isolations: state.isolations - 1 } : emptyClosed(state.generation + 1)
 }
 
 const open = (generation: number, now: number, wallNow: number): Open => ({

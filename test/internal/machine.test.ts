@@ -54,7 +54,14 @@ describe("machine: transitions", () => {
     const open: machine.State = { _tag: "Open", generation: 1, openedAt: 0, openedAtWall: 0 }
     const [ticket, probing] = admitTicket(open, 10_000)
     const released = machine.record(probing, ticket, "ignored", 15_000, 15_000, policy)
-    assert.deepStrictEqual(released, { _tag: "Open", generation: 3, openedAt: 0, openedAtWall: 0 })
+    assert.deepStrictEqual(released, {
+      _tag: "HalfOpen",
+      generation: 3,
+      openedAt: 0,
+      openedAtWall: 0,
+      probeInFlight: false,
+      probeStartedAt: 10_000
+    })
     assert.strictEqual(typeof machine.admit(released, 15_000, policy)[0], "number")
   })
 
