@@ -186,17 +186,13 @@ export const reportChange = (
   const fromTag = tagOf(from)
   const toTag = tagOf(to)
   breaker.series.transition(fromTag, toTag, context)
+  const log = Effect.annotateLogs(transitionLog(breaker, reason), "peer", breaker.name)
   const changes = breaker.settings.changes
-  if (changes !== undefined) {
-    PubSub.publishUnsafe(changes, {
-      peer: breaker.name,
-      from: fromTag,
-      to: toTag,
-      at: clock.currentTimeMillisUnsafe(),
-      reason
-    })
-  }
-  return Effect.annotateLogs(transitionLog(breaker, reason), "peer", breaker.name)
+  if (changes === undefined) return log
+  const change = { peer: breaker.name, from: fromTag, to: toTag, at: clock.currentTimeMillisUnsafe(), reason }
+  // The synchronous path fails only when a subscriber's buffer is full; `publish` then drops that subscriber's
+  // oldest change (the pubsub slides) without ever waiting.
+  return PubSub.publishUnsafe(changes, change) ? log : Effect.andThen(PubSub.publish(changes, change), log)
 }
 
 const annotateSpan = (context: Context.Context<never>, peer: string, state: StateTag): void => {
