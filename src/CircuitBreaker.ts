@@ -74,8 +74,8 @@ export interface Settings {
 }
 
 /**
- * The breaker's implementation. `inFlight` and `lastStartedAt` are the set's bookkeeping for eviction; the circuit
- * itself lives only in `ref`.
+ * The breaker's implementation. `inFlight`, `lastStartedAt` and `movedAt` are the set's bookkeeping for eviction;
+ * the circuit itself lives only in `ref`.
  *
  * @internal
  */
@@ -87,6 +87,7 @@ export class Breaker implements CircuitBreaker {
   readonly series: Metrics.Series
   inFlight = 0
   lastStartedAt = Number.NEGATIVE_INFINITY
+  movedAt = Number.NEGATIVE_INFINITY
 
   constructor(name: string, settings: Settings) {
     this.name = name

@@ -133,28 +133,34 @@ const makeService = (
   idleTimeToLive: Duration.Duration
 ): Service => {
   const ttl = Duration.toMillis(idleTimeToLive)
-  // Insertion order approximates "least recently started first": a breaker is moved to the back when a call starts
-  // more than half a TTL after the last move. Eviction scans from the front and never drops a breaker early; it may
-  // drop one up to half a TTL late.
+  // The map is kept in order of `movedAt`: a breaker goes to the back when it is created, when a call starts more
+  // than half a TTL after its last move, and when a sweep finds it still in use. A breaker's last call started at or
+  // after its last move, so the sweep can stop at the first breaker moved less than a TTL ago: none behind it can be
+  // idle for a TTL yet. A breaker is never dropped early, and at most half a TTL late.
   const breakers = new Map<string, CircuitBreaker.Breaker>()
   let sweepDueAt = Number.POSITIVE_INFINITY
+
+  const moveToBack = (peer: string, breaker: CircuitBreaker.Breaker, now: number): void => {
+    breakers.delete(peer)
+    breakers.set(peer, breaker)
+    breaker.movedAt = now
+  }
 
   const sweep = (now: number): void => {
     let examined = 0
     for (const [peer, breaker] of breakers) {
-      if (now - breaker.lastStartedAt < ttl) {
-        sweepDueAt = breaker.lastStartedAt + ttl
+      if (now - breaker.movedAt < ttl) {
+        sweepDueAt = breaker.movedAt + ttl
         return
       }
       if (examined++ === maxEvictionsPerCall) {
         sweepDueAt = now
         return
       }
-      breakers.delete(peer)
-      if (breaker.inFlight > 0 || !machine.isIdle(breaker.ref.ref.current, now, settings.policy)) {
-        // Busy or not closed: keep it, behind the others.
-        breakers.set(peer, breaker)
-      }
+      const idle = now - breaker.lastStartedAt >= ttl && breaker.inFlight === 0 &&
+        machine.isIdle(breaker.ref.ref.current, now, settings.policy)
+      if (idle) breakers.delete(peer)
+      else moveToBack(peer, breaker, now)
     }
     sweepDueAt = Number.POSITIVE_INFINITY
   }
@@ -162,6 +168,7 @@ const makeService = (
   const create = (peer: string, now: number, context: Context.Context<never>): CircuitBreaker.Breaker => {
     const breaker = new CircuitBreaker.Breaker(peer, settings)
     breaker.series.start(context)
+    breaker.movedAt = now
     breakers.set(peer, breaker)
     if (sweepDueAt === Number.POSITIVE_INFINITY) sweepDueAt = now + ttl
     return breaker
@@ -171,10 +178,7 @@ const makeService = (
     if (now >= sweepDueAt) sweep(now)
     const breaker = breakers.get(peer)
     if (breaker === undefined) return create(peer, now, context)
-    if (now - breaker.lastStartedAt >= ttl / 2) {
-      breakers.delete(peer)
-      breakers.set(peer, breaker)
-    }
+    if (now - breaker.movedAt >= ttl / 2) moveToBack(peer, breaker, now)
     return breaker
   }
 
@@ -188,8 +192,6 @@ const makeService = (
       const context = fiber.context
       const now = CircuitBreaker.monotonicMillis(Context.get(context, Clock.Clock))
       const breaker = breakers.get(peer) ?? create(peer, now, context)
-      // An isolated breaker must outlive its isolation: touch it so eviction looks at it last.
-      breaker.lastStartedAt = now
       return CircuitBreaker.operate(breaker, change, reason)
     })
 

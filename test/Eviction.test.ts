@@ -51,6 +51,17 @@ describe("idle eviction", () => {
       assert.deepStrictEqual(yield* CircuitBreakerSet.use((set) => set.state("p")), { _tag: "Closed", failures: 1 })
     }).pipe(provideSet({ maxFailures: 1, window: "60 seconds", idleTimeToLive: "1 minute" })))
 
+  it.effect("a hot peer created first does not keep idle peers behind it from being dropped", () =>
+    Effect.gen(function*() {
+      yield* touch("hot")
+      for (let i = 0; i < 10; i++) yield* touch(`cold-${i}`)
+      for (let second = 0; second < 300; second++) {
+        yield* TestClock.adjust("1 second")
+        yield* touch("hot")
+      }
+      assert.deepStrictEqual(yield* held, ["hot"])
+    }).pipe(provideSet({ idleTimeToLive: "1 minute" })))
+
   it.effect("eviction is amortized: each call drops a bounded number, and all idle peers go as calls arrive", () =>
     Effect.gen(function*() {
       for (let i = 0; i < 1_000; i++) yield* touch(`peer-${i}`)

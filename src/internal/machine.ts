@@ -132,6 +132,8 @@ export const record = (
     case "Closed":
       return outcome === "failure" ? recordClosedFailure(state, now, wallNow, policy) : state
     case "HalfOpen":
+      // A probe that held its slot for a whole resetTimeout lost it, whether or not another probe took it since.
+      if (now - state.probeStartedAt >= policy.resetTimeoutMillis) return state
       switch (outcome) {
         case "success":
           return emptyClosed(state.generation + 1)
