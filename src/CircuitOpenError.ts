@@ -57,6 +57,9 @@ export class CircuitOpenError extends Schema.TaggedError<CircuitOpenError>()("Ci
   }
 }
 
+/** `Error.stackTraceLimit` is a V8 extension (Node, Deno, Bun, Chromium); elsewhere setting it is harmless. */
+const V8Error = Error as ErrorConstructor & { stackTraceLimit?: number | undefined }
+
 /**
  * Builds a `CircuitOpenError` without capturing a stack trace.
  *
@@ -66,11 +69,11 @@ export class CircuitOpenError extends Schema.TaggedError<CircuitOpenError>()("Ci
  * @internal
  */
 export const makeCircuitOpenError = (peer: string, retryAfterMillis: number): CircuitOpenError => {
-  const limit = Error.stackTraceLimit
-  Error.stackTraceLimit = 0
+  const limit = V8Error.stackTraceLimit
+  V8Error.stackTraceLimit = 0
   try {
     return new CircuitOpenError({ peer, retryAfter: Duration.millis(retryAfterMillis) }, { disableChecks: true })
   } finally {
-    Error.stackTraceLimit = limit
+    V8Error.stackTraceLimit = limit
   }
 }
