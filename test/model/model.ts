@@ -1,0 +1,166 @@
+/**
+ * A reference model of the breaker's behaviour table (issue 2), for the model-based tests.
+ *
+ * It is written from the table, not from `src/internal/machine.ts`, and is meant to be obviously correct rather than
+ * fast: it keeps every counted failure of the current closed period in a plain list and counts those inside the
+ * window when asked; each admitted call carries a ticket saying what it was admitted as (a call of one closed
+ * period, or one particular probe), and its result is applied only while that is still what the circuit is.
+ *
+ * Times are milliseconds since the start of the run (the test clock's monotonic time). Everything is pure: every
+ * function returns a new model.
+ */
+
+/** The options the model follows, durations in milliseconds. */
+export interface Options {
+  readonly maxFailures: number
+  readonly window: number
+  readonly resetTimeout: number
+}
+
+/** How a call ended, as the breaker must see it (after `isFailure` has been applied). */
+export type Verdict = "success" | "failure" | "neither"
+
+/** A probe: the call let through to test the peer after the open period. */
+interface Probe {
+  readonly id: number
+  readonly startedAt: number
+}
+
+/** One peer's circuit. */
+type Circuit =
+  | {
+    readonly _tag: "Closed"
+    /** Identifies this closed period: a call admitted in an earlier one decides nothing. */
+    readonly period: number
+    /** Every counted failure recorded in this closed period, in the order recorded. */
+    readonly failures: ReadonlyArray<number>
+  }
+  | {
+    /** Open or half-open: which one is a matter of time, decided when asked. */
+    readonly _tag: "Tripped"
+    readonly openedAt: number
+    /** The probe that holds the slot, if any (its slot may have expired since: see `probeHolding`). */
+    readonly probe: Probe | undefined
+  }
+
+/** What an admitted call was admitted as. */
+export type Ticket =
+  | { readonly _tag: "ClosedCall"; readonly peer: string; readonly period: number }
+  | { readonly _tag: "ProbeCall"; readonly peer: string; readonly probeId: number }
+
+export type Admission =
+  | { readonly admitted: true; readonly ticket: Ticket }
+  | { readonly admitted: false; readonly retryAfter: number }
+
+/** The public state view (`CircuitState`), with durations in milliseconds and times in wall milliseconds. */
+export type View =
+  | { readonly _tag: "Closed"; readonly failures: number }
+  | { readonly _tag: "Open"; readonly openedAt: number; readonly probeAt: number; readonly retryAfter: number }
+  | {
+    readonly _tag: "HalfOpen"
+    readonly openedAt: number
+    readonly probeInFlight: boolean
+    readonly retryAfter: number
+  }
+
+export interface Model {
+  readonly options: Options
+  /** Wall-clock milliseconds at monotonic time 0. */
+  readonly wallAtZero: number
+  readonly circuits: ReadonlyMap<string, Circuit>
+  /** Source of fresh closed-period and probe ids. */
+  readonly nextId: number
+}
+
+export const make = (options: Options, wallAtZero: number): Model => ({
+  options,
+  wallAtZero,
+  circuits: new Map(),
+  nextId: 1
+})
+
+/** An unseen peer is closed with nothing recorded, in closed period 0 (no call is ever admitted in another 0). */
+const circuitOf = (model: Model, peer: string): Circuit =>
+  model.circuits.get(peer) ?? { _tag: "Closed", period: 0, failures: [] }
+
+const withCircuit = (model: Model, peer: string, circuit: Circuit, nextId = model.nextId): Model => {
+  const circuits = new Map(model.circuits)
+  circuits.set(peer, circuit)
+  return { ...model, circuits, nextId }
+}
+
+/** The failures inside the window at `now`: recorded at t, inside iff now − t < window. */
+const failuresInWindow = (model: Model, failures: ReadonlyArray<number>, now: number): number =>
+  failures.filter((t) => now - t < model.options.window).length
+
+/** The probe still holding its slot at `now`: one whose slot has lasted less than resetTimeout. */
+const probeHolding = (model: Model, circuit: Circuit, now: number): Probe | undefined =>
+  circuit._tag === "Tripped" && circuit.probe !== undefined &&
+    now - circuit.probe.startedAt < model.options.resetTimeout
+    ? circuit.probe
+    : undefined
+
+/** Decides whether a call on `peer` starting at `now` runs. */
+export const admit = (model: Model, peer: string, now: number): readonly [Admission, Model] => {
+  const circuit = circuitOf(model, peer)
+  const { resetTimeout } = model.options
+  if (circuit._tag === "Closed") {
+    return [{ admitted: true, ticket: { _tag: "ClosedCall", peer, period: circuit.period } }, model]
+  }
+  const holding = probeHolding(model, circuit, now)
+  if (holding !== undefined) {
+    return [{ admitted: false, retryAfter: resetTimeout - (now - holding.startedAt) }, model]
+  }
+  if (now - circuit.openedAt < resetTimeout) {
+    return [{ admitted: false, retryAfter: resetTimeout - (now - circuit.openedAt) }, model]
+  }
+  const probe: Probe = { id: model.nextId, startedAt: now }
+  return [
+    { admitted: true, ticket: { _tag: "ProbeCall", peer, probeId: probe.id } },
+    withCircuit(model, peer, { ...circuit, probe }, model.nextId + 1)
+  ]
+}
+
+/** Records the end, at `now`, of the call admitted with `ticket`. */
+export const settle = (model: Model, ticket: Ticket, verdict: Verdict, now: number): Model => {
+  const { peer } = ticket
+  const circuit = circuitOf(model, peer)
+  if (ticket._tag === "ClosedCall") {
+    // Decides something only if the circuit is still in the closed period the call was admitted in.
+    if (circuit._tag !== "Closed" || circuit.period !== ticket.period || verdict !== "failure") return model
+    const failures = [...circuit.failures, now]
+    if (failuresInWindow(model, failures, now) > model.options.maxFailures) {
+      return withCircuit(model, peer, { _tag: "Tripped", openedAt: now, probe: undefined })
+    }
+    return withCircuit(model, peer, { ...circuit, failures })
+  }
+  // A probe decides something only while it holds the slot: not after a newer probe, a close, or its slot expiring.
+  const holding = probeHolding(model, circuit, now)
+  if (circuit._tag !== "Tripped" || holding === undefined || holding.id !== ticket.probeId) return model
+  switch (verdict) {
+    case "success":
+      return withCircuit(model, peer, { _tag: "Closed", period: model.nextId, failures: [] }, model.nextId + 1)
+    case "failure":
+      return withCircuit(model, peer, { _tag: "Tripped", openedAt: now, probe: undefined })
+    case "neither":
+      // An interrupted probe gives its slot back: the next call probes.
+      return withCircuit(model, peer, { ...circuit, probe: undefined })
+  }
+}
+
+/** The state view of `peer` at `now`. */
+export const view = (model: Model, peer: string, now: number): View => {
+  const circuit = circuitOf(model, peer)
+  const { resetTimeout } = model.options
+  if (circuit._tag === "Closed") return { _tag: "Closed", failures: failuresInWindow(model, circuit.failures, now) }
+  const openedAt = model.wallAtZero + circuit.openedAt
+  const holding = probeHolding(model, circuit, now)
+  if (holding !== undefined) {
+    return { _tag: "HalfOpen", openedAt, probeInFlight: true, retryAfter: resetTimeout - (now - holding.startedAt) }
+  }
+  const waited = now - circuit.openedAt
+  if (waited < resetTimeout) {
+    return { _tag: "Open", openedAt, probeAt: openedAt + resetTimeout, retryAfter: resetTimeout - waited }
+  }
+  return { _tag: "HalfOpen", openedAt, probeInFlight: false, retryAfter: 0 }
+}
