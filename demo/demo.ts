@@ -375,9 +375,10 @@ export const runDemo = (options: DemoOptions): Effect.Effect<DemoResult, Circuit
     Effect.scoped,
     Effect.provide(Layer.mergeAll(
       FetchHttpClient.layer,
-      CircuitBreakerSet.layer({ ...defaultBreaker, ...options.breaker, isFailure: isPeerFailure }),
-      // A registry of its own, so the metrics are this run's only.
-      Layer.sync(Metric.MetricRegistry, () => new Map()),
+      // The set registers its metrics in the registry it is built with: one of its own, so they are this run's only.
+      CircuitBreakerSet.layer({ ...defaultBreaker, ...options.breaker, isFailure: isPeerFailure }).pipe(
+        Layer.provideMerge(Layer.sync(Metric.MetricRegistry, () => new Map()))
+      ),
       // Transitions are drawn on the timeline; the library's log lines would break it.
       Logger.layer([])
     ))

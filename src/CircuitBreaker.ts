@@ -71,11 +71,52 @@ export interface Settings {
   readonly seriesFor: (peer: string) => Metrics.Series
   /** Where state changes are published; only a set has one. */
   readonly changes: PubSub.PubSub<CircuitStateChange> | undefined
+  /** The last rejection built, reused while its breaker and its `retryAfter` (in whole milliseconds) are the same. */
+  readonly lastRejection: {
+    breaker: Breaker | undefined
+    retryAfterMillis: number
+    exit: Exit.Exit<never, CircuitOpenError>
+  }
 }
 
 /**
- * The breaker's implementation. `inFlight`, `lastStartedAt` and `movedAt` are the set's bookkeeping for eviction;
- * the circuit itself lives only in `ref`.
+ * Builds the settings of a breaker or a set from validated options, registering metrics in `context`'s registry.
+ *
+ * @internal
+ */
+export const makeSettings = (
+  options: Options.ResolvedOptions,
+  context: Context.Context<never>,
+  changes: PubSub.PubSub<CircuitStateChange> | undefined
+): Settings => ({
+  options,
+  policy: Options.toPolicy(options),
+  seriesFor: Metrics.makeSeriesFor(options.metricPeerLabel, context),
+  changes,
+  lastRejection: { breaker: undefined, retryAfterMillis: 0, exit: Exit.die("no rejection yet") }
+})
+
+/**
+ * The failure of a rejected call. Under load an open circuit rejects many calls within one millisecond; they share
+ * one error, which is immutable and carries the same peer and `retryAfter` (rounded up to whole milliseconds, so a
+ * caller that waits that long finds the circuit ready).
+ */
+const rejection = (breaker: Breaker, retryAfterMillis: number): Exit.Exit<never, CircuitOpenError> => {
+  const millis = Math.ceil(retryAfterMillis)
+  const last = breaker.settings.lastRejection
+  if (last.breaker !== breaker || last.retryAfterMillis !== millis) {
+    last.breaker = breaker
+    last.retryAfterMillis = millis
+    last.exit = Exit.fail(makeCircuitOpenError(breaker.name, millis))
+  }
+  return last.exit
+}
+
+/**
+ * The breaker's implementation. The circuit lives only in `ref`, which is made when the breaker first leaves the
+ * initial state: until then the state is `machine.initial`, shared by every fresh breaker, and a peer that only ever
+ * succeeds costs no `Ref` (112 bytes in V8). `inFlight`, `touched`, `dropped` and `movedAt` are the set's
+ * bookkeeping for eviction.
  *
  * @internal
  */
@@ -83,17 +124,35 @@ export class Breaker implements CircuitBreaker {
   declare readonly [TypeId]: typeof TypeId
   readonly name: string
   readonly settings: Settings
-  readonly ref: Ref.Ref<machine.State>
+  ref: Ref.Ref<machine.State> | undefined = undefined
   readonly series: Metrics.Series
+  /** Calls admitted and not yet settled. */
   inFlight = 0
-  lastStartedAt = Number.NEGATIVE_INFINITY
-  movedAt = Number.NEGATIVE_INFINITY
+  /** Whether a call started since the set's last sweep looked at this breaker. */
+  touched = true
+  /** Whether the set has dropped this breaker; a call that found it before the drop looks its peer up again. */
+  dropped = false
+  /**
+   * When the set last moved this breaker to the back of its eviction order, in whole milliseconds since the set was
+   * made, rounded up (a small integer, so V8 stores it unboxed).
+   */
+  movedAt = 0
 
   constructor(name: string, settings: Settings) {
     this.name = name
     this.settings = settings
-    this.ref = Ref.makeUnsafe<machine.State>(machine.initial)
     this.series = settings.seriesFor(name)
+  }
+
+  /** The current state, read in the same synchronous step as any decision made from it. */
+  get state(): machine.State {
+    return this.ref === undefined ? machine.initial : this.ref.ref.current
+  }
+
+  /** Replaces the state: `Ref.modify`'s write, made synchronously inside the primitive that made the decision. */
+  set state(next: machine.State) {
+    if (this.ref === undefined) this.ref = Ref.makeUnsafe(next)
+    else this.ref.ref.current = next
   }
 
   get options(): Options.ResolvedOptions {
@@ -181,12 +240,11 @@ export const reportChange = (
   from: machine.State,
   to: machine.State,
   reason: Reason,
-  clock: Clock.Clock,
-  context: Context.Context<never>
+  clock: Clock.Clock
 ): Effect.Effect<void> => {
   const fromTag = tagOf(from)
   const toTag = tagOf(to)
-  breaker.series.transition(fromTag, toTag, context)
+  breaker.series.transition(fromTag, toTag)
   const log = Effect.annotateLogs(transitionLog(breaker, reason), "peer", breaker.name)
   const changes = breaker.settings.changes
   if (changes === undefined) return log
@@ -204,47 +262,74 @@ const annotateSpan = (context: Context.Context<never>, peer: string, state: Stat
   }
 }
 
+const reject = (
+  breaker: Breaker,
+  state: machine.State,
+  retryAfterMillis: number,
+  context: Context.Context<never>
+): Exit.Exit<never, CircuitOpenError> => {
+  breaker.series.count("rejected")
+  annotateSpan(context, breaker.name, state._tag === "HalfOpen" ? "HalfOpen" : "Open")
+  return rejection(breaker, retryAfterMillis)
+}
+
 /**
- * Guards `self` with the breaker that `resolve` returns when the call starts (at monotonic time `now`).
+ * Guards `self` with the breaker that `resolve` returns when the call starts.
  *
- * Layout of the primitives, and why: the outer `withFiber` allocates the per-call slots; `onExitPrimitive` is in
- * place before admission, so whatever happens after admission (including an interruption that lands before `self`
- * starts) reaches `settle`, which runs uninterruptibly; the inner `withFiber` admits the call in one synchronous
- * step, so no other fiber sees a half-made decision. A call interrupted before admission leaves `admitted` unset
- * and records nothing.
+ * Layout of the primitives, and why:
+ * - The outer `withFiber` finds the breaker. A call the circuit rejects is rejected right there: a rejection records
+ *   nothing, so it needs no exit handler.
+ * - Otherwise `onExitPrimitive` is put in place before admission, so whatever happens after admission (including an
+ *   interruption that lands before `self` starts, at a scheduler yield) reaches `settle`, which runs
+ *   uninterruptibly. The inner `withFiber` admits the call in one synchronous step, so no other fiber sees a
+ *   half-made decision; it decides again, as the state may have changed at that yield. A call interrupted before
+ *   admission leaves `admitted` unset and records nothing.
  *
  * @internal
  */
 export const guard = <A, E, R>(
-  resolve: (now: number, context: Context.Context<never>) => Breaker,
+  resolve: (context: Context.Context<never>) => Breaker,
   self: Effect.Effect<A, E, R>
 ): Effect.Effect<A, E | CircuitOpenError, R> =>
   Effect.withFiber((fiber) => {
+    const found = resolve(fiber.context)
+    const current = found.state
+    if (current._tag !== "Closed") {
+      const [admission] = machine.admit(
+        current,
+        monotonicMillis(Context.get(fiber.context, Clock.Clock)),
+        found.settings.policy
+      )
+      if (typeof admission !== "number") return reject(found, current, admission.retryAfterMillis, fiber.context)
+    }
     let admitted: Breaker | undefined
     let ticket = 0
     return Effect.onExitPrimitive(
       Effect.withFiber((): Effect.Effect<A, E | CircuitOpenError, R> => {
         const context = fiber.context
-        const clock = Context.get(context, Clock.Clock)
-        const now = monotonicMillis(clock)
-        const breaker = resolve(now, context)
-        const before = breaker.ref.ref.current
-        const [admission, after] = machine.admit(before, now, breaker.settings.policy)
-        if (typeof admission !== "number") {
-          breaker.series.rejected.updateUnsafe(1, context)
-          annotateSpan(context, breaker.name, before._tag === "HalfOpen" ? "HalfOpen" : "Open")
-          return Effect.fail(makeCircuitOpenError(breaker.name, admission.retryAfterMillis))
+        // The set may have dropped the breaker at a yield since it was found.
+        const breaker = found.dropped ? resolve(context) : found
+        const before = breaker.state
+        if (before._tag === "Closed") {
+          // machine.admit admits every call to a closed circuit with its generation, and needs no clock for it:
+          // inlined, because this is the path nearly every call takes.
+          admitted = breaker
+          ticket = before.generation
+          breaker.inFlight++
+          annotateSpan(context, breaker.name, "Closed")
+          return self
         }
-        breaker.ref.ref.current = after
+        const clock = Context.get(context, Clock.Clock)
+        const [admission, after] = machine.admit(before, monotonicMillis(clock), breaker.settings.policy)
+        if (typeof admission !== "number") return reject(breaker, before, admission.retryAfterMillis, context)
+        breaker.state = after
         admitted = breaker
         ticket = admission
         breaker.inFlight++
-        breaker.lastStartedAt = now
-        annotateSpan(context, breaker.name, after._tag === "HalfOpen" ? "HalfOpen" : "Closed")
-        if (after === before) return self
-        breaker.series.probes.updateUnsafe(1, context)
+        breaker.series.probe()
+        annotateSpan(context, breaker.name, "HalfOpen")
         if (before._tag === "HalfOpen") return self
-        return Effect.andThen(reportChange(breaker, before, after, "probe", clock, context), self)
+        return Effect.andThen(reportChange(breaker, before, after, "probe", clock), self)
       }),
       (exit) => admitted === undefined ? undefined : settle(admitted, ticket, exit, fiber.context)
     )
@@ -257,23 +342,24 @@ const settle = (
   context: Context.Context<never>
 ): Effect.Effect<void> | undefined => {
   breaker.inFlight--
-  const outcome = classify(exit, breaker.settings.options.isFailure)
-  breaker.series[outcome].updateUnsafe(1, context)
-  const before = breaker.ref.ref.current
+  const outcome = exit._tag === "Success" ? "success" : classify(exit, breaker.settings.options.isFailure)
+  if (outcome === "success") breaker.series.success()
+  else breaker.series.count(outcome)
+  const before = breaker.state
   // The common case, a closed circuit and a call that did not fail, changes nothing: skip the clock.
   if (before._tag === "Closed" && outcome !== "failure") return undefined
   const clock = Context.get(context, Clock.Clock)
   const now = monotonicMillis(clock)
-  const after = machine.record(before, ticket, outcome, now, clock.currentTimeMillisUnsafe(), breaker.settings.policy)
+  const after = machine.record(before, ticket, outcome, now, clock, breaker.settings.policy)
   if (after === before) return undefined
-  breaker.ref.ref.current = after
+  breaker.state = after
   if (before._tag === after._tag) return undefined
   const reason: Reason = before._tag === "Closed"
     ? "failures"
     : outcome === "success"
     ? "probe-succeeded"
     : "probe-failed"
-  return reportChange(breaker, before, after, reason, clock, context)
+  return reportChange(breaker, before, after, reason, clock)
 }
 
 /**
@@ -283,18 +369,18 @@ const settle = (
  */
 export const operate = (
   breaker: Breaker,
-  change: (state: machine.State, now: number, wallNow: number) => machine.State,
+  change: (state: machine.State, now: number, wall: machine.WallClock) => machine.State,
   reason: Reason
 ): Effect.Effect<void> =>
   Effect.withFiber((fiber) => {
     const context = fiber.context
     const clock = Context.get(context, Clock.Clock)
-    const before = breaker.ref.ref.current
-    const after = change(before, monotonicMillis(clock), clock.currentTimeMillisUnsafe())
+    const before = breaker.state
+    const after = change(before, monotonicMillis(clock), clock)
     if (after === before) return Effect.void
-    breaker.ref.ref.current = after
+    breaker.state = after
     if (tagOf(before) === tagOf(after) && reason !== "reset") return Effect.void
-    return reportChange(breaker, before, after, reason, clock, context)
+    return reportChange(breaker, before, after, reason, clock)
   })
 
 /**
@@ -306,7 +392,7 @@ export const stateOf = (breaker: Breaker): Effect.Effect<CircuitState.CircuitSta
   Effect.clockWith((clock) =>
     Effect.sync(() =>
       CircuitState.fromMachine(
-        breaker.ref.ref.current,
+        breaker.state,
         monotonicMillis(clock),
         clock.currentTimeMillisUnsafe(),
         breaker.settings.policy
@@ -346,18 +432,15 @@ const MakeOptionsSchema = Schema.Struct({ ...Options.breakerFields, name: Schema
  * @since 0.1.0
  */
 export const make = (options?: MakeOptions): Effect.Effect<CircuitBreaker, CircuitBreakerConfigError> =>
-  Effect.flatMap(Options.decodeOptions(MakeOptionsSchema, options), (decoded) =>
-    Effect.withFiber((fiber) => {
-      const resolved = Options.resolve(decoded)
-      const breaker = new Breaker(decoded.name ?? "default", {
-        options: resolved,
-        policy: Options.toPolicy(resolved),
-        seriesFor: Metrics.makeSeriesFor(resolved.metricPeerLabel),
-        changes: undefined
-      })
-      breaker.series.start(fiber.context)
-      return Effect.succeed(breaker)
-    }))
+  Effect.flatMap(
+    Options.decodeOptions(MakeOptionsSchema, options),
+    (decoded) =>
+      Effect.withFiber((fiber) =>
+        Effect.succeed(
+          new Breaker(decoded.name ?? "default", makeSettings(Options.resolve(decoded), fiber.context, undefined))
+        )
+      )
+  )
 
 /**
  * Guards an effect with a breaker: the effect runs only if the circuit admits it, and its outcome is recorded.

@@ -14,7 +14,7 @@
  *
  * @since 0.1.0
  */
-import type * as Context from "effect/Context"
+import * as Context from "effect/Context"
 import * as Metric from "effect/Metric"
 
 /**
@@ -85,70 +85,142 @@ type StateTag = "Closed" | "Open" | "HalfOpen"
 
 const stateValue: Record<StateTag, number> = { Closed: 0, HalfOpen: 1, Open: 2 }
 
+/** A counted outcome of a guarded call. */
+export type Outcome = "success" | "failure" | "ignored" | "rejected"
+
 /**
- * The series of one label value, built once and updated synchronously with the calling fiber's context (so the
- * `MetricRegistry` in that context receives them).
- *
- * Each series is its own metric value with its attributes built in, rather than `Metric.withAttributes` on every
- * update: its registry key is then computed once instead of on every call.
+ * One series' value, read by the registry when metrics are exported (`Metric.registerUnsafe`). A call then costs a
+ * field increment instead of a registry look-up. Breakers that report under the same series in the same registry
+ * share one cell, so their counts add up; the series is removed when its last user releases it.
+ */
+class Cell {
+  value = 0
+  users = 0
+  readonly #registration: Metric.Registration
+  readonly #siblings: Map<string, Cell>
+  readonly #key: string
+
+  constructor(
+    metric: Metric.Metric<number, unknown>,
+    kind: "counter" | "gauge",
+    context: Context.Context<never>,
+    siblings: Map<string, Cell>,
+    key: string
+  ) {
+    this.#siblings = siblings
+    this.#key = key
+    this.#registration = Metric.registerUnsafe(metric, context, {
+      get: kind === "counter" ? () => ({ count: this.value, incremental: false }) : () => ({ value: this.value }),
+      update: () => {},
+      modify: () => {}
+    })
+  }
+
+  release(): void {
+    if (--this.users > 0) return
+    this.#registration.remove()
+    this.#siblings.delete(this.#key)
+  }
+}
+
+/** The cells of each registry, by series. */
+const cellsByRegistry = new WeakMap<object, Map<string, Cell>>()
+
+const acquire = (
+  base: Metric.Metric<number, unknown>,
+  kind: "counter" | "gauge",
+  attributes: Readonly<Record<string, string>>,
+  context: Context.Context<never>
+): Cell => {
+  const registry = Context.get(context, Metric.MetricRegistry)
+  let cells = cellsByRegistry.get(registry)
+  if (cells === undefined) {
+    cells = new Map()
+    cellsByRegistry.set(registry, cells)
+  }
+  const key = JSON.stringify([base.id, attributes])
+  let cell = cells.get(key)
+  if (cell === undefined) {
+    const options = { description: base.description, attributes }
+    const metric = kind === "counter" ? Metric.counter(base.id, options) : Metric.gauge(base.id, options)
+    cell = new Cell(metric, kind, context, cells, key)
+    cells.set(key, cell)
+  }
+  cell.users++
+  return cell
+}
+
+/**
+ * The series of one label value in one registry. Counter cells are registered on first use, so a peer that only
+ * ever succeeds costs two series (its calls and its state).
  *
  * @internal
  */
 export class Series {
-  readonly success: Metric.Counter<number>
-  readonly failure: Metric.Counter<number>
-  readonly ignored: Metric.Counter<number>
-  readonly rejected: Metric.Counter<number>
-  readonly probes: Metric.Counter<number>
-  readonly state: Metric.Gauge<number>
+  readonly #context: Context.Context<never>
   readonly #peer: Readonly<Record<string, string>>
-  readonly #transitions = new Map<string, Metric.Counter<number>>()
-  #started = false
+  readonly #outcomes: Record<Outcome, Cell | undefined> = {
+    success: undefined,
+    failure: undefined,
+    ignored: undefined,
+    rejected: undefined
+  }
+  readonly #transitions = new Map<string, Cell>()
+  readonly #state: Cell
+  #probes: Cell | undefined
 
-  constructor(label: string | undefined) {
+  constructor(label: string | undefined, context: Context.Context<never>) {
+    this.#context = context
     this.#peer = label === undefined ? {} : { peer: label }
-    const outcome = (outcome: string) =>
-      Metric.counter(calls.id, { description: calls.description, attributes: { ...this.#peer, outcome } })
-    this.success = outcome("success")
-    this.failure = outcome("failure")
-    this.ignored = outcome("ignored")
-    this.rejected = outcome("rejected")
-    this.probes = Metric.counter(probes.id, { description: probes.description, attributes: this.#peer })
-    this.state = Metric.gauge(state.id, { description: state.description, attributes: this.#peer })
+    // Reads closed from the series' first call, not only after its first transition.
+    this.#state = acquire(state, "gauge", this.#peer, context)
   }
 
-  /** Reads closed from a series' first call, not only after its first transition. */
-  start(context: Context.Context<never>): void {
-    if (this.#started) return
-    this.#started = true
-    this.state.updateUnsafe(stateValue.Closed, context)
+  /** `count("success")`, for the path nearly every call takes. */
+  success(): void {
+    ;(this.#outcomes.success ??= acquire(calls, "counter", { ...this.#peer, outcome: "success" }, this.#context))
+      .value++
   }
 
-  transition(from: StateTag, to: StateTag, context: Context.Context<never>): void {
+  count(outcome: Outcome): void {
+    const cell = this.#outcomes[outcome] ??= acquire(calls, "counter", { ...this.#peer, outcome }, this.#context)
+    cell.value++
+  }
+
+  probe(): void {
+    ;(this.#probes ??= acquire(probes, "counter", this.#peer, this.#context)).value++
+  }
+
+  transition(from: StateTag, to: StateTag): void {
     const key = `${from}>${to}`
-    let counter = this.#transitions.get(key)
-    if (counter === undefined) {
-      counter = Metric.counter(transitions.id, {
-        description: transitions.description,
-        attributes: { ...this.#peer, from, to }
-      })
-      this.#transitions.set(key, counter)
+    let cell = this.#transitions.get(key)
+    if (cell === undefined) {
+      cell = acquire(transitions, "counter", { ...this.#peer, from, to }, this.#context)
+      this.#transitions.set(key, cell)
     }
-    counter.updateUnsafe(1, context)
-    this.state.updateUnsafe(stateValue[to], context)
+    cell.value++
+    this.#state.value = stateValue[to]
+  }
+
+  /** Gives up this series' share of its registry entries; each goes when no other breaker uses it. */
+  release(): void {
+    this.#state.release()
+    this.#probes?.release()
+    for (const cell of Object.values(this.#outcomes)) cell?.release()
+    for (const cell of this.#transitions.values()) cell.release()
   }
 }
 
 /**
- * Returns the series for a peer under a labelling choice. Series of a shared label are built once; per-peer series
- * are built with the peer's breaker (their values live in the `MetricRegistry`, not in the series object).
+ * Returns the series for a peer under a labelling choice, registered in the registry of `context`. Series of a
+ * shared label are built once; per-peer series are built with the peer's breaker and released when it is dropped.
  *
  * @internal
  */
-export const makeSeriesFor = (label: PeerLabel): (peer: string) => Series => {
-  if (label === "peer") return (peer) => new Series(peer)
+export const makeSeriesFor = (label: PeerLabel, context: Context.Context<never>): (peer: string) => Series => {
+  if (label === "peer") return (peer) => new Series(peer, context)
   if (label === "none") {
-    const shared = new Series(undefined)
+    const shared = new Series(undefined, context)
     return () => shared
   }
   const byLabel = new Map<string, Series>()
@@ -162,7 +234,7 @@ export const makeSeriesFor = (label: PeerLabel): (peer: string) => Series => {
     }
     let series = byLabel.get(value)
     if (series === undefined) {
-      series = new Series(value)
+      series = new Series(value, context)
       byLabel.set(value, series)
     }
     return series

@@ -18,7 +18,6 @@ import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as CircuitBreaker from "./CircuitBreaker.ts"
 import type { CircuitBreakerConfigError } from "./CircuitBreakerConfigError.ts"
-import * as Metrics from "./CircuitBreakerMetrics.ts"
 import * as Options from "./CircuitBreakerOptions.ts"
 import type { CircuitOpenError } from "./CircuitOpenError.ts"
 import type { CircuitSnapshot, PeerSnapshot } from "./CircuitSnapshot.ts"
@@ -97,6 +96,16 @@ export interface Service {
   readonly options: Options.ResolvedOptions & { readonly idleTimeToLive: Duration.Duration }
 }
 
+/**
+ * The set's own peer look-up, on the service it builds, so the top-level `withBreaker` admits a call without building
+ * a second guarded effect per call.
+ */
+const lookupKey = Symbol.for("effect-circuit/CircuitBreakerSet/lookup")
+
+interface ServiceImpl extends Service {
+  readonly [lookupKey]: (peer: string, context: Context.Context<never>) => CircuitBreaker.Breaker
+}
+
 const invalidPeer = (peer: unknown) =>
   Effect.die(new TypeError(`CircuitBreakerSet: a peer must be a string, got ${peer === null ? "null" : typeof peer}`))
 
@@ -115,93 +124,107 @@ export const make = (options?: SetOptions): Effect.Effect<Service, CircuitBreake
     const resolved = Options.resolve(decoded)
     const idleTimeToLive = Options.positiveDuration(decoded.idleTimeToLive ?? defaultIdleTimeToLive)
     const changes = yield* Effect.acquireRelease(PubSub.sliding<CircuitStateChange>(changesBuffer), PubSub.shutdown)
-    return makeService(
-      {
-        options: resolved,
-        policy: Options.toPolicy(resolved),
-        seriesFor: Metrics.makeSeriesFor(resolved.metricPeerLabel),
-        changes
-      },
-      changes,
-      idleTimeToLive
-    )
+    const context = yield* Effect.context<never>()
+    const origin = CircuitBreaker.monotonicMillis(Context.get(context, Clock.Clock))
+    return makeService(CircuitBreaker.makeSettings(resolved, context, changes), changes, idleTimeToLive, origin)
   })
 
 const makeService = (
   settings: CircuitBreaker.Settings,
   changes: PubSub.PubSub<CircuitStateChange>,
-  idleTimeToLive: Duration.Duration
+  idleTimeToLive: Duration.Duration,
+  origin: number
 ): Service => {
   const ttl = Duration.toMillis(idleTimeToLive)
-  // The map is kept in order of `movedAt`: a breaker goes to the back when it is created, when a call starts more
-  // than half a TTL after its last move, and when a sweep finds it still in use. A breaker's last call started at or
-  // after its last move, so the sweep can stop at the first breaker moved less than a TTL ago: none behind it can be
-  // idle for a TTL yet. A breaker is never dropped early, and at most half a TTL late.
+  // Eviction times are whole milliseconds since `origin`: a move is stamped rounded up and the present rounded
+  // down, so rounding can only make a breaker look idle for less time than it was, never more.
+  const stamp = (now: number): number => Math.ceil(now - origin)
+  const idleFor = (breaker: CircuitBreaker.Breaker, now: number): number => Math.floor(now - origin) - breaker.movedAt
+  // Eviction without a clock read per call: a call only sets its breaker's `touched` flag. Sweeps run when the set
+  // reads the clock anyway (creating a breaker, snapshots, operator actions) and on every 64th call. The map is kept
+  // in order of `movedAt`; a sweep walks it from the front and stops at the first breaker moved less than a TTL ago.
+  // A breaker it finds touched, busy or not back to a fresh state has its flag cleared and goes to the back; one
+  // untouched for a whole TTL since its last move has started no call for a TTL, and is dropped. So a breaker is
+  // never dropped early, and an idle one goes within about two TTLs of its last call.
   const breakers = new Map<string, CircuitBreaker.Breaker>()
   let sweepDueAt = Number.POSITIVE_INFINITY
+  let calls = 0
+  const perPeerSeries = settings.options.metricPeerLabel === "peer"
 
-  const moveToBack = (peer: string, breaker: CircuitBreaker.Breaker, now: number): void => {
+  const drop = (peer: string, breaker: CircuitBreaker.Breaker): void => {
     breakers.delete(peer)
-    breakers.set(peer, breaker)
-    breaker.movedAt = now
+    breaker.dropped = true
+    // Per-peer series go with the breaker, or an unbounded population of peers would grow the metric registry.
+    if (perPeerSeries) breaker.series.release()
   }
 
   const sweep = (now: number): void => {
     let examined = 0
     for (const [peer, breaker] of breakers) {
-      if (now - breaker.movedAt < ttl) {
-        sweepDueAt = breaker.movedAt + ttl
+      if (idleFor(breaker, now) < ttl) {
+        sweepDueAt = origin + breaker.movedAt + ttl
         return
       }
       if (examined++ === maxEvictionsPerCall) {
         sweepDueAt = now
         return
       }
-      const idle = now - breaker.lastStartedAt >= ttl && breaker.inFlight === 0 &&
-        machine.isIdle(breaker.ref.ref.current, now, settings.policy)
-      if (idle) breakers.delete(peer)
-      else moveToBack(peer, breaker, now)
+      if (breaker.touched || breaker.inFlight > 0 || !machine.isIdle(breaker.state, now, settings.policy)) {
+        breaker.touched = false
+        breakers.delete(peer)
+        breakers.set(peer, breaker)
+        breaker.movedAt = stamp(now)
+      } else {
+        drop(peer, breaker)
+      }
     }
     sweepDueAt = Number.POSITIVE_INFINITY
   }
 
-  const create = (peer: string, now: number, context: Context.Context<never>): CircuitBreaker.Breaker => {
+  /** Runs a sweep if one is due at monotonic time `now`. */
+  const observe = (now: number): void => {
+    if (now >= sweepDueAt) sweep(now)
+  }
+
+  const create = (peer: string, now: number): CircuitBreaker.Breaker => {
+    observe(now)
     const breaker = new CircuitBreaker.Breaker(peer, settings)
-    breaker.series.start(context)
-    breaker.movedAt = now
+    breaker.movedAt = stamp(now)
     breakers.set(peer, breaker)
     if (sweepDueAt === Number.POSITIVE_INFINITY) sweepDueAt = now + ttl
     return breaker
   }
 
-  const lookup = (peer: string, now: number, context: Context.Context<never>): CircuitBreaker.Breaker => {
-    if (now >= sweepDueAt) sweep(now)
+  const lookup = (peer: string, context: Context.Context<never>): CircuitBreaker.Breaker => {
+    if ((++calls & 63) === 0) observe(CircuitBreaker.monotonicMillis(Context.get(context, Clock.Clock)))
     const breaker = breakers.get(peer)
-    if (breaker === undefined) return create(peer, now, context)
-    if (now - breaker.movedAt >= ttl / 2) moveToBack(peer, breaker, now)
+    if (breaker === undefined) return create(peer, CircuitBreaker.monotonicMillis(Context.get(context, Clock.Clock)))
+    breaker.touched = true
     return breaker
   }
 
   /** Runs an operator's change on `peer`'s breaker, creating it if the set does not hold it. */
   const operate = (
     peer: string,
-    change: (state: machine.State, now: number, wallNow: number) => machine.State,
+    change: (state: machine.State, now: number, wall: machine.WallClock) => machine.State,
     reason: Reason
   ): Effect.Effect<void> =>
     typeof peer !== "string" ? invalidPeer(peer) : Effect.withFiber((fiber) => {
-      const context = fiber.context
-      const now = CircuitBreaker.monotonicMillis(Context.get(context, Clock.Clock))
-      const breaker = breakers.get(peer) ?? create(peer, now, context)
+      const now = CircuitBreaker.monotonicMillis(Context.get(fiber.context, Clock.Clock))
+      observe(now)
+      const breaker = breakers.get(peer) ?? create(peer, now)
+      breaker.touched = true
       return CircuitBreaker.operate(breaker, change, reason)
     })
 
   const snapshot = Effect.clockWith((clock) =>
     Effect.sync((): CircuitSnapshot => {
       const now = CircuitBreaker.monotonicMillis(clock)
+      observe(now)
       const at = clock.currentTimeMillisUnsafe()
       const peers: Array<PeerSnapshot> = []
       for (const [peer, breaker] of breakers) {
-        const state = CircuitState.fromMachine(breaker.ref.ref.current, now, at, settings.policy)
+        const state = CircuitState.fromMachine(breaker.state, now, at, settings.policy)
         switch (state._tag) {
           case "Closed":
             peers.push({ peer, state: "Closed", failures: state.failures })
@@ -231,15 +254,23 @@ const makeService = (
     })
   )
 
-  return {
+  const service: ServiceImpl = {
+    [lookupKey]: lookup,
     withBreaker: (peer) => {
       if (typeof peer !== "string") return () => invalidPeer(peer)
-      return (self) => CircuitBreaker.guard((now, context) => lookup(peer, now, context), self)
+      return (self) => CircuitBreaker.guard((context) => lookup(peer, context), self)
     },
     state: (peer) => {
       if (typeof peer !== "string") return invalidPeer(peer)
-      return Effect.suspend(() =>
-        CircuitBreaker.stateOf(breakers.get(peer) ?? new CircuitBreaker.Breaker(peer, settings))
+      return Effect.clockWith((clock) =>
+        Effect.sync(() =>
+          CircuitState.fromMachine(
+            breakers.get(peer)?.state ?? machine.initial,
+            CircuitBreaker.monotonicMillis(clock),
+            clock.currentTimeMillisUnsafe(),
+            settings.policy
+          )
+        )
       )
     },
     changes: Stream.fromPubSub(changes),
@@ -252,6 +283,7 @@ const makeService = (
       ),
     options: { ...settings.options, idleTimeToLive }
   }
+  return service
 }
 
 /**
@@ -397,5 +429,14 @@ export const withBreaker: {
     self: Effect.Effect<A, E, R>,
     peer: string
   ): Effect.Effect<A, E | CircuitOpenError, R | CircuitBreakerSet> =>
-    CircuitBreakerSet.use((set) => set.withBreaker(peer)(self))
+    typeof peer !== "string" ? invalidPeer(peer) : CircuitBreaker.guard((context) => {
+      const set = Context.get(context as Context.Context<CircuitBreakerSet>, CircuitBreakerSet) as Partial<ServiceImpl>
+      if (set[lookupKey] === undefined) {
+        throw new TypeError(
+          "withBreaker: the CircuitBreakerSet in context was not built by CircuitBreakerSet.layer or make; " +
+            "call that service's own withBreaker(peer) instead"
+        )
+      }
+      return set[lookupKey](peer, context)
+    }, self)
 )

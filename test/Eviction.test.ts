@@ -6,22 +6,56 @@ import { Boom, repeat } from "./utils.ts"
 
 const provideSet = (options?: SetOptions) => Effect.provide(CircuitBreakerSet.layer(options))
 
+/** The peers the set holds (reading the snapshot also runs a sweep if one is due). */
 const held = Effect.map(CircuitBreakerSet.use((set) => set.snapshot), (s) => s.peers.map((p) => p.peer).sort())
 
 const touch = (peer: string) => Effect.succeed(peer).pipe(withBreaker(peer))
 
+/** A small seeded PRNG, so the randomized timing check replays exactly. */
+const random = (seed: number) => () => {
+  seed = (seed * 1103515245 + 12345) & 0x7fffffff
+  return seed / 0x80000000
+}
+
 describe("idle eviction", () => {
-  it.effect("drops a closed, empty, idle breaker once a call arrives after idleTimeToLive, never before", () =>
+  it.effect("a breaker called once is kept for at least idleTimeToLive and dropped within two", () =>
     Effect.gen(function*() {
       yield* touch("a")
-      yield* touch("b")
-      yield* TestClock.adjust("59 seconds")
-      yield* touch("c")
-      assert.deepStrictEqual(yield* held, ["a", "b", "c"])
-      yield* TestClock.adjust("1 second")
-      yield* touch("c")
-      assert.deepStrictEqual(yield* held, ["c"])
+      const seen: Array<[number, boolean]> = []
+      for (const at of [59_999, 60_000, 119_999, 120_000]) {
+        yield* TestClock.setTime(at)
+        seen.push([at, (yield* held).includes("a")])
+      }
+      assert.deepStrictEqual(seen, [[59_999, true], [60_000, true], [119_999, true], [120_000, false]])
     }).pipe(provideSet({ idleTimeToLive: "1 minute" })))
+
+  it.effect(
+    "randomized: never dropped before idleTimeToLive after its last call, always within two",
+    () =>
+      Effect.gen(function*() {
+        const next = random(7)
+        const ttl = 60_000
+        const lastCall = new Map<string, number>()
+        const violations: Array<string> = []
+        for (let now = 0; now < 3_600_000; now += 1_000) {
+          yield* TestClock.setTime(now)
+          for (const peer of ["a", "b", "c", "d"]) {
+            if (next() < 0.01) {
+              yield* touch(peer)
+              lastCall.set(peer, now)
+            }
+          }
+          const peers = yield* held
+          for (const [peer, at] of lastCall) {
+            const kept = peers.includes(peer)
+            if (!kept && now - at < ttl) violations.push(`${peer} dropped ${now - at} ms after its last call`)
+            if (kept && now - at > 2 * ttl) violations.push(`${peer} kept ${now - at} ms after its last call`)
+          }
+        }
+        assert.deepStrictEqual(violations, [])
+      }).pipe(provideSet({ idleTimeToLive: "1 minute" })),
+    { timeout: 30_000 }
+  )
 
   it.effect("keeps open breakers, breakers with failures in the window, and breakers with calls in flight", () =>
     Effect.gen(function*() {
@@ -30,22 +64,31 @@ describe("idle eviction", () => {
       const gate = yield* Deferred.make<void>()
       const busy = yield* Effect.forkChild(Deferred.await(gate).pipe(withBreaker("busy")))
       yield* touch("idle")
-      yield* TestClock.adjust("2 minutes")
-      yield* touch("other")
-      assert.deepStrictEqual(yield* held, ["busy", "open", "other"])
+      for (const at of [60_000, 120_000]) {
+        yield* TestClock.setTime(at)
+        yield* held
+      }
+      assert.deepStrictEqual(yield* held, ["busy", "failing", "open"])
+      yield* TestClock.setTime(180_000)
+      // The failure has aged out of the 150 s window: only the busy and the open breakers remain.
+      assert.deepStrictEqual(yield* held, ["busy", "open"])
       yield* Deferred.succeed(gate, undefined)
       yield* Fiber.join(busy)
-      yield* TestClock.adjust("2 minutes")
-      yield* touch("other")
-      assert.deepStrictEqual(yield* held, ["open", "other"])
-    }).pipe(provideSet({ maxFailures: 1, window: "90 seconds", resetTimeout: "1 hour", idleTimeToLive: "1 minute" })))
+      for (const at of [240_000, 300_000]) {
+        yield* TestClock.setTime(at)
+        yield* held
+      }
+      assert.deepStrictEqual(yield* held, ["open"])
+    }).pipe(provideSet({ maxFailures: 1, window: "150 seconds", resetTimeout: "1 hour", idleTimeToLive: "1 minute" })))
 
   it.effect("a breaker dropped and recreated behaves exactly like the one that was dropped", () =>
     Effect.gen(function*() {
       yield* Effect.exit(Effect.fail(new Boom()).pipe(withBreaker("p")))
-      yield* TestClock.adjust("61 seconds")
-      yield* touch("q")
-      assert.deepStrictEqual(yield* held, ["q"])
+      for (const at of [60_000, 120_000]) {
+        yield* TestClock.setTime(at)
+        yield* held
+      }
+      assert.deepStrictEqual(yield* held, [])
       // The failure aged out of the window, so a fresh breaker and the old one agree: one more failure keeps it closed.
       yield* Effect.exit(Effect.fail(new Boom()).pipe(withBreaker("p")))
       assert.deepStrictEqual(yield* CircuitBreakerSet.use((set) => set.state("p")), { _tag: "Closed", failures: 1 })
@@ -55,21 +98,23 @@ describe("idle eviction", () => {
     Effect.gen(function*() {
       yield* touch("hot")
       for (let i = 0; i < 10; i++) yield* touch(`cold-${i}`)
-      for (let second = 0; second < 300; second++) {
-        yield* TestClock.adjust("1 second")
-        yield* touch("hot")
+      for (let second = 1; second <= 300; second++) {
+        yield* TestClock.setTime(second * 1_000)
+        for (let i = 0; i < 64; i++) yield* touch("hot")
       }
       assert.deepStrictEqual(yield* held, ["hot"])
     }).pipe(provideSet({ idleTimeToLive: "1 minute" })))
 
-  it.effect("eviction is amortized: each call drops a bounded number, and all idle peers go as calls arrive", () =>
+  it.effect("eviction is amortized: each sweep drops at most 64 breakers, and sweeps go on until all idle ones are gone", () =>
     Effect.gen(function*() {
       for (let i = 0; i < 1_000; i++) yield* touch(`peer-${i}`)
-      yield* TestClock.adjust("2 minutes")
-      yield* touch("hot")
-      const afterOne = (yield* held).length
-      assert.isAbove(afterOne, 900)
-      for (let i = 0; i < 20; i++) yield* touch("hot")
-      assert.deepStrictEqual(yield* held, ["hot"])
+      // Each snapshot reads the clock and runs one sweep if one is due. The sweeps of the first minute clear every
+      // breaker's call flag; those of the second drop the breakers, 64 per sweep.
+      yield* TestClock.setTime(60_000)
+      for (let i = 0; i < 16; i++) yield* held
+      yield* TestClock.setTime(120_000)
+      const sizes: Array<number> = []
+      for (let i = 0; i < 17; i++) sizes.push((yield* held).length)
+      assert.deepStrictEqual(sizes, [936, 872, 808, 744, 680, 616, 552, 488, 424, 360, 296, 232, 168, 104, 40, 0, 0])
     }).pipe(provideSet({ idleTimeToLive: "1 minute" })))
 })

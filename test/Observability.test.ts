@@ -14,7 +14,7 @@ import { Boom, type CapturedLog, captureLogs, NotFound, repeat } from "./utils.t
 const freshRegistry = Layer.sync(Metric.MetricRegistry, () => new Map())
 
 const provideSet = (options?: SetOptions) =>
-  Effect.provide(Layer.mergeAll(CircuitBreakerSet.layer(options), freshRegistry))
+  Effect.provide(CircuitBreakerSet.layer(options).pipe(Layer.provideMerge(freshRegistry)))
 
 const count = (metric: Metric.Counter<number>, attributes: Record<string, string>) =>
   Effect.map(Metric.value(Metric.withAttributes(metric, attributes)), (state) => state.count)
@@ -85,6 +85,38 @@ describe("metrics", () => {
       assert.strictEqual(yield* Effect.succeed("ok").pipe(withBreaker("not a url")), "ok")
       assert.strictEqual(yield* count(CircuitBreakerMetrics.calls, { peer: "unlabelled", outcome: "success" }), 1)
     }).pipe(provideSet({ metricPeerLabel: (peer) => new URL(peer).host })))
+})
+
+describe("metric series lifetime", () => {
+  it.effect("per-peer series go with their breaker when it is dropped as idle", () =>
+    Effect.gen(function*() {
+      const registry = yield* Metric.MetricRegistry
+      const peerSeries = () => [...registry.values()].filter((m) => m.attributes?.peer?.startsWith("peer-")).length
+      for (let i = 0; i < 100; i++) yield* Effect.succeed(1).pipe(withBreaker(`peer-${i}`))
+      assert.strictEqual(peerSeries(), 200) // calls{outcome=success} and state, per peer
+      const set = yield* CircuitBreakerSet
+      // Snapshots run the sweeps (64 breakers each): the first minute's clear the call flags, the second's drop.
+      for (const at of [60_000, 120_000]) {
+        yield* TestClock.setTime(at)
+        for (let i = 0; i < 2; i++) yield* set.snapshot
+      }
+      assert.strictEqual(peerSeries(), 0)
+    }).pipe(provideSet({ idleTimeToLive: "1 minute" })))
+
+  it.effect("two sets reporting the same series in one registry add up", () =>
+    Effect.gen(function*() {
+      const registry = new Map()
+      const run = Effect.gen(function*() {
+        yield* Effect.succeed(1).pipe(withBreaker("shared"))
+      })
+      const layer = () => CircuitBreakerSet.layer().pipe(Layer.provide(Layer.succeed(Metric.MetricRegistry, registry)))
+      yield* run.pipe(Effect.provide(layer()))
+      yield* run.pipe(Effect.provide(layer()))
+      const value = yield* count(CircuitBreakerMetrics.calls, { peer: "shared", outcome: "success" }).pipe(
+        Effect.provideService(Metric.MetricRegistry, registry)
+      )
+      assert.strictEqual(value, 2)
+    }))
 })
 
 describe("tracing", () => {

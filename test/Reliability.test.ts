@@ -7,7 +7,7 @@ import { Boom, type CapturedLog, captureLogs } from "./utils.ts"
 const freshRegistry = Layer.sync(Metric.MetricRegistry, () => new Map())
 
 const provideSet = (options?: SetOptions) =>
-  Effect.provide(Layer.mergeAll(CircuitBreakerSet.layer(options), freshRegistry))
+  Effect.provide(CircuitBreakerSet.layer(options).pipe(Layer.provideMerge(freshRegistry)))
 
 const state = (peer: string) => CircuitBreakerSet.use((set) => set.state(peer))
 

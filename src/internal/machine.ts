@@ -59,6 +59,11 @@ export interface Isolated {
 
 export type State = Closed | Open | HalfOpen | Isolated
 
+/** Wall-clock time, read only when a circuit opens (to show users when). The `Clock` service satisfies it. */
+export interface WallClock {
+  currentTimeMillisUnsafe(): number
+}
+
 /** How an admitted call ended, as far as the breaker is concerned. */
 export type Outcome = "success" | "failure" | "ignored"
 
@@ -118,19 +123,19 @@ const startProbe = (state: Open | HalfOpen, now: number): readonly [Admission, S
   }]
 }
 
-/** Applies the outcome of the call admitted with `ticket`, ending at `now` (`wallNow` in wall-clock time). */
+/** Applies the outcome of the call admitted with `ticket`, ending at monotonic time `now`. */
 export const record = (
   state: State,
   ticket: number,
   outcome: Outcome,
   now: number,
-  wallNow: number,
+  wall: WallClock,
   policy: Policy
 ): State => {
   if (state.generation !== ticket) return state
   switch (state._tag) {
     case "Closed":
-      return outcome === "failure" ? recordClosedFailure(state, now, wallNow, policy) : state
+      return outcome === "failure" ? recordClosedFailure(state, now, wall, policy) : state
     case "HalfOpen":
       // A probe that held its slot for a whole resetTimeout lost it, whether or not another probe took it since.
       if (now - state.probeStartedAt >= policy.resetTimeoutMillis) return state
@@ -138,7 +143,7 @@ export const record = (
         case "success":
           return emptyClosed(state.generation + 1)
         case "failure":
-          return open(state.generation, now, wallNow)
+          return open(state.generation, now, wall)
         case "ignored":
           // An interrupted probe tells nothing about the peer: give its slot back so the next call probes.
           return { ...state, generation: state.generation + 1, probeInFlight: false }
@@ -158,10 +163,16 @@ export const reset = (state: State): State => {
 }
 
 /** Holds the circuit open, on top of any isolation already in force. */
-export const isolate = (state: State, now: number, wallNow: number): Isolated =>
+export const isolate = (state: State, now: number, wall: WallClock): Isolated =>
   state._tag === "Isolated"
     ? { ...state, isolations: state.isolations + 1 }
-    : { _tag: "Isolated", generation: state.generation + 1, isolations: 1, openedAt: now, openedAtWall: wallNow }
+    : {
+      _tag: "Isolated",
+      generation: state.generation + 1,
+      isolations: 1,
+      openedAt: now,
+      openedAtWall: wall.currentTimeMillisUnsafe()
+    }
 
 /** Releases one isolation; the last release closes the circuit with an empty window. */
 export const release = (state: State): State => {
@@ -169,17 +180,17 @@ export const release = (state: State): State => {
   return state.isolations > 1 ? { ...state, isolations: state.isolations - 1 } : emptyClosed(state.generation + 1)
 }
 
-const open = (generation: number, now: number, wallNow: number): Open => ({
+const open = (generation: number, now: number, wall: WallClock): Open => ({
   _tag: "Open",
   generation: generation + 1,
   openedAt: now,
-  openedAtWall: wallNow
+  openedAtWall: wall.currentTimeMillisUnsafe()
 })
 
-const recordClosedFailure = (state: Closed, now: number, wallNow: number, policy: Policy): State => {
+const recordClosedFailure = (state: Closed, now: number, wall: WallClock, policy: Policy): State => {
   // Only the newest `maxFailures` failures can matter: a new one opens the circuit iff all of them are in the window.
   const kept = state.failures.filter((at) => inWindow(at, now, policy))
-  if (kept.length >= policy.maxFailures) return open(state.generation, now, wallNow)
+  if (kept.length >= policy.maxFailures) return open(state.generation, now, wall)
   kept.push(now)
   return { _tag: "Closed", generation: state.generation, failures: kept }
 }

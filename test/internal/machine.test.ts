@@ -4,6 +4,9 @@ import * as machine from "../../src/internal/machine.ts"
 
 const policy: machine.Policy = { maxFailures: 2, windowMillis: 60_000, resetTimeoutMillis: 10_000 }
 
+/** A wall clock that reads `millis`. */
+const wallAt = (millis: number): machine.WallClock => ({ currentTimeMillisUnsafe: () => millis })
+
 const admitTicket = (state: machine.State, now: number, p = policy) => {
   const [admission, next] = machine.admit(state, now, p)
   if (typeof admission !== "number") throw new Error(`rejected, retry after ${admission.retryAfterMillis}`)
@@ -13,7 +16,7 @@ const admitTicket = (state: machine.State, now: number, p = policy) => {
 /** Admits a call at `now` and records `outcome` for it at the same instant. */
 const call = (state: machine.State, now: number, outcome: machine.Outcome, p = policy): machine.State => {
   const [ticket, admitted] = admitTicket(state, now, p)
-  return machine.record(admitted, ticket, outcome, now, now, p)
+  return machine.record(admitted, ticket, outcome, now, wallAt(now), p)
 }
 
 describe("machine: transitions", () => {
@@ -46,14 +49,14 @@ describe("machine: transitions", () => {
     const [first, probing] = admitTicket(open, 10_000)
     const [second, reprobing] = admitTicket(probing, 20_000)
     assert.notStrictEqual(first, second)
-    assert.strictEqual(machine.record(reprobing, first, "success", 20_001, 20_001, policy), reprobing)
-    assert.strictEqual(machine.record(reprobing, second, "success", 20_001, 20_001, policy)._tag, "Closed")
+    assert.strictEqual(machine.record(reprobing, first, "success", 20_001, wallAt(20_001), policy), reprobing)
+    assert.strictEqual(machine.record(reprobing, second, "success", 20_001, wallAt(20_001), policy)._tag, "Closed")
   })
 
   it("an ignored probe gives its slot back without restarting the open period", () => {
     const open: machine.State = { _tag: "Open", generation: 1, openedAt: 0, openedAtWall: 0 }
     const [ticket, probing] = admitTicket(open, 10_000)
-    const released = machine.record(probing, ticket, "ignored", 15_000, 15_000, policy)
+    const released = machine.record(probing, ticket, "ignored", 15_000, wallAt(15_000), policy)
     assert.deepStrictEqual(released, {
       _tag: "HalfOpen",
       generation: 3,
@@ -68,7 +71,7 @@ describe("machine: transitions", () => {
   it("a failed probe opens for a full resetTimeout from now", () => {
     const open: machine.State = { _tag: "Open", generation: 1, openedAt: 0, openedAtWall: 0 }
     const [ticket, probing] = admitTicket(open, 50_000)
-    const reopened = machine.record(probing, ticket, "failure", 51_000, 99, policy)
+    const reopened = machine.record(probing, ticket, "failure", 51_000, wallAt(99), policy)
     assert.deepStrictEqual(reopened, { _tag: "Open", generation: 3, openedAt: 51_000, openedAtWall: 99 })
   })
 })
@@ -125,10 +128,10 @@ describe("machine: properties", () => {
           const [admission, admitted] = machine.admit(state, now, p)
           assert.isAtLeast(admitted.generation, state.generation)
           if (typeof admission === "number") {
-            const next = machine.record(admitted, admission, outcome, now, now, p)
+            const next = machine.record(admitted, admission, outcome, now, wallAt(now), p)
             assert.isAtLeast(next.generation, admitted.generation)
             // A stale ticket never changes anything.
-            assert.strictEqual(machine.record(next, admission - 1, "failure", now, now, p), next)
+            assert.strictEqual(machine.record(next, admission - 1, "failure", now, wallAt(now), p), next)
             state = next
           } else {
             assert.isAbove(admission.retryAfterMillis, 0)
