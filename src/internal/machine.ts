@@ -20,11 +20,67 @@ export interface Policy {
   readonly resetTimeoutMillis: number
 }
 
-/** Closed: calls pass; `failures` holds the times of the most recent counted failures, oldest first. */
+/**
+ * The times of the most recent counted failures, oldest first: the entries `start` to `end` of `times`.
+ *
+ * Appending must not copy the whole window (with a large `maxFailures` that would make a burst of failures
+ * quadratic), so successive states share one append-only array and each sees only its own slice. A state is
+ * extended in place only while it is the array's newest view; otherwise, or once most of the array has aged out,
+ * its live part is copied.
+ */
+export class FailureTimes {
+  readonly times: Array<number>
+  readonly start: number
+  readonly end: number
+
+  constructor(times: Array<number>, start: number, end: number) {
+    this.times = times
+    this.start = start
+    this.end = end
+  }
+
+  get size(): number {
+    return this.end - this.start
+  }
+
+  /** The first entry at or after `start` that is inside the window at `now` (times are in ascending order). */
+  firstInWindow(now: number, policy: Policy): number {
+    let low = this.start
+    let high = this.end
+    while (low < high) {
+      const mid = (low + high) >>> 1
+      if (inWindow(this.times[mid]!, now, policy)) high = mid
+      else low = mid + 1
+    }
+    return low
+  }
+
+  /** The failures in the window at `now`, then one more at `now`. */
+  append(now: number, policy: Policy): FailureTimes {
+    const start = this.firstInWindow(now, policy)
+    const live = this.end - start
+    if (this.end === this.times.length && this.times !== noTimes && start * 2 < this.times.length) {
+      this.times.push(now)
+      return new FailureTimes(this.times, start, this.end + 1)
+    }
+    const times = this.times.slice(start, this.end)
+    times.push(now)
+    return new FailureTimes(times, 0, live + 1)
+  }
+
+  toJSON(): ReadonlyArray<number> {
+    return this.times.slice(this.start, this.end)
+  }
+}
+
+const noTimes: Array<number> = []
+const noFailures = new FailureTimes(noTimes, 0, 0)
+
+/** Closed: calls pass; `failures` holds the times of the most recent counted failures, at most `maxFailures`. */
 export interface Closed {
   readonly _tag: "Closed"
   readonly generation: number
-  readonly failures: ReadonlyArray<number>
+  readonly failures: FailureTimes
 }
 
 /** Open: calls are rejected until `resetTimeoutMillis` after `openedAt`, then the next call is the probe. */
@@ -74,8 +130,6 @@ export interface Rejected {
 
 /** A ticket (the generation the call was admitted under), or a rejection. */
 export type Admission = number | Rejected
-
-const noFailures: ReadonlyArray<number> = Object.freeze([])
 
 /** The state of a breaker that has seen nothing. Shared by every fresh breaker: states are immutable. */
 export const initial: Closed = Object.freeze({ _tag: "Closed", generation: 0, failures: noFailures })
@@ -158,7 +212,7 @@ export const record = (
 /** Closes the circuit with an empty window; calls in flight decide nothing. An isolation is not ended by a reset. */
 export const reset = (state: State): State => {
   if (state._tag === "Isolated") return state
-  if (state._tag === "Closed" && state.failures.length === 0) return state
+  if (state._tag === "Closed" && state.failures.size === 0) return state
   return emptyClosed(state.generation + 1)
 }
 
@@ -189,18 +243,16 @@ const open = (generation: number, now: number, wall: WallClock): Open => ({
 
 const recordClosedFailure = (state: Closed, now: number, wall: WallClock, policy: Policy): State => {
   // Only the newest `maxFailures` failures can matter: a new one opens the circuit iff all of them are in the window.
-  const kept = state.failures.filter((at) => inWindow(at, now, policy))
-  if (kept.length >= policy.maxFailures) return open(state.generation, now, wall)
-  kept.push(now)
-  return { _tag: "Closed", generation: state.generation, failures: kept }
+  const failures = state.failures
+  if (failures.end - failures.firstInWindow(now, policy) >= policy.maxFailures) {
+    return open(state.generation, now, wall)
+  }
+  return { _tag: "Closed", generation: state.generation, failures: failures.append(now, policy) }
 }
 
 /** The number of counted failures inside the window at `now`. */
-export const failuresInWindow = (state: Closed, now: number, policy: Policy): number => {
-  let count = 0
-  for (const at of state.failures) if (inWindow(at, now, policy)) count++
-  return count
-}
+export const failuresInWindow = (state: Closed, now: number, policy: Policy): number =>
+  state.failures.end - state.failures.firstInWindow(now, policy)
 
 /** Whether the state is indistinguishable from a fresh breaker's at `now` (so the set may drop it). */
 export const isIdle = (state: State, now: number, policy: Policy): boolean =>

@@ -138,10 +138,38 @@ describe("machine: properties", () => {
             assert.isAtMost(admission.retryAfterMillis, p.resetTimeoutMillis)
             state = admitted
           }
-          if (state._tag === "Closed") assert.isAtMost(state.failures.length, p.maxFailures)
+          if (state._tag === "Closed") assert.isAtMost(state.failures.size, p.maxFailures)
         }
       }),
       { seed: 7, numRuns: 2_000 }
+    )
+  })
+})
+
+describe("machine: failure times", () => {
+  it("states that share one array never see each other's appends, however they branch", () => {
+    const p: machine.Policy = { maxFailures: 1_000, windowMillis: 50, resetTimeoutMillis: 1 }
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 30 })), { maxLength: 200 }),
+        (steps) => {
+          const states: Array<{ state: machine.Closed; expected: ReadonlyArray<number> }> = [
+            { state: machine.initial, expected: [] }
+          ]
+          let now = 0
+          for (const [pick, gap] of steps) {
+            now += gap
+            // Extend any earlier state, not only the newest: that is when the shared array must not be reused.
+            const from = states[pick % states.length]!
+            const next = machine.record(from.state, from.state.generation, "failure", now, wallAt(now), p)
+            assert.strictEqual(next._tag, "Closed")
+            const expected = [...from.expected.filter((at) => now - at < p.windowMillis), now]
+            states.push({ state: next as machine.Closed, expected })
+            for (const { state, expected } of states) assert.deepStrictEqual(state.failures.toJSON(), expected)
+          }
+        }
+      ),
+      { seed: 11, numRuns: 300 }
     )
   })
 })
