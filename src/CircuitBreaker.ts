@@ -11,12 +11,12 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
 import { dual } from "effect/Function"
 import * as Pipeable from "effect/Pipeable"
 import * as PubSub from "effect/PubSub"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
-import * as Tracer from "effect/Tracer"
 import type { CircuitBreakerConfigError } from "./CircuitBreakerConfigError.ts"
 import * as Metrics from "./CircuitBreakerMetrics.ts"
 import * as Options from "./CircuitBreakerOptions.ts"
@@ -72,11 +72,13 @@ export interface Settings {
   /** Where state changes are published; only a set has one. */
   readonly changes: PubSub.PubSub<CircuitStateChange> | undefined
   /** The last rejection built, reused while its breaker and its `retryAfter` (in whole milliseconds) are the same. */
-  readonly lastRejection: {
-    breaker: Breaker | undefined
-    retryAfterMillis: number
-    exit: Exit.Exit<never, CircuitOpenError>
-  }
+  lastRejection: Rejection | undefined
+}
+
+interface Rejection {
+  readonly breaker: Breaker
+  readonly retryAfterMillis: number
+  readonly exit: Exit.Exit<never, CircuitOpenError>
 }
 
 /**
@@ -93,7 +95,7 @@ export const makeSettings = (
   policy: Options.toPolicy(options),
   seriesFor: Metrics.makeSeriesFor(options.metricPeerLabel, context),
   changes,
-  lastRejection: { breaker: undefined, retryAfterMillis: 0, exit: Exit.die("no rejection yet") }
+  lastRejection: undefined
 })
 
 /**
@@ -103,13 +105,12 @@ export const makeSettings = (
  */
 const rejection = (breaker: Breaker, retryAfterMillis: number): Exit.Exit<never, CircuitOpenError> => {
   const millis = Math.ceil(retryAfterMillis)
-  const last = breaker.settings.lastRejection
-  if (last.breaker !== breaker || last.retryAfterMillis !== millis) {
-    last.breaker = breaker
-    last.retryAfterMillis = millis
-    last.exit = Exit.fail(makeCircuitOpenError(breaker.name, millis))
-  }
-  return last.exit
+  const settings = breaker.settings
+  const last = settings.lastRejection
+  if (last !== undefined && last.breaker === breaker && last.retryAfterMillis === millis) return last.exit
+  const exit = Exit.fail(makeCircuitOpenError(breaker.name, millis))
+  settings.lastRejection = { breaker, retryAfterMillis: millis, exit }
+  return exit
 }
 
 /**
@@ -254,8 +255,9 @@ export const reportChange = (
   return PubSub.publishUnsafe(changes, change) ? log : Effect.andThen(PubSub.publish(changes, change), log)
 }
 
-const annotateSpan = (context: Context.Context<never>, peer: string, state: StateTag): void => {
-  const span = Context.getOrUndefined(context, Tracer.ParentSpan)
+const annotateSpan = (fiber: Fiber.Fiber<unknown, unknown>, peer: string, state: StateTag): void => {
+  // The fiber caches its current span, so this costs two property reads when there is none.
+  const span = fiber.cache.span
   if (span !== undefined && span._tag === "Span") {
     span.attribute("circuit_breaker.peer", peer)
     span.attribute("circuit_breaker.state", state)
@@ -266,10 +268,10 @@ const reject = (
   breaker: Breaker,
   state: machine.State,
   retryAfterMillis: number,
-  context: Context.Context<never>
+  fiber: Fiber.Fiber<unknown, unknown>
 ): Exit.Exit<never, CircuitOpenError> => {
   breaker.series.count("rejected")
-  annotateSpan(context, breaker.name, state._tag === "HalfOpen" ? "HalfOpen" : "Open")
+  annotateSpan(fiber, breaker.name, state._tag === "HalfOpen" ? "HalfOpen" : "Open")
   return rejection(breaker, retryAfterMillis)
 }
 
@@ -300,7 +302,7 @@ export const guard = <A, E, R>(
         monotonicMillis(Context.get(fiber.context, Clock.Clock)),
         found.settings.policy
       )
-      if (typeof admission !== "number") return reject(found, current, admission.retryAfterMillis, fiber.context)
+      if (typeof admission !== "number") return reject(found, current, admission.retryAfterMillis, fiber)
     }
     let admitted: Breaker | undefined
     let ticket = 0
@@ -316,18 +318,18 @@ export const guard = <A, E, R>(
           admitted = breaker
           ticket = before.generation
           breaker.inFlight++
-          annotateSpan(context, breaker.name, "Closed")
+          annotateSpan(fiber, breaker.name, "Closed")
           return self
         }
         const clock = Context.get(context, Clock.Clock)
         const [admission, after] = machine.admit(before, monotonicMillis(clock), breaker.settings.policy)
-        if (typeof admission !== "number") return reject(breaker, before, admission.retryAfterMillis, context)
+        if (typeof admission !== "number") return reject(breaker, before, admission.retryAfterMillis, fiber)
         breaker.state = after
         admitted = breaker
         ticket = admission
         breaker.inFlight++
         breaker.series.probe()
-        annotateSpan(context, breaker.name, "HalfOpen")
+        annotateSpan(fiber, breaker.name, "HalfOpen")
         if (before._tag === "HalfOpen") return self
         return Effect.andThen(reportChange(breaker, before, after, "probe", clock), self)
       }),

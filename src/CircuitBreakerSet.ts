@@ -196,7 +196,8 @@ const makeService = (
   }
 
   const lookup = (peer: string, context: Context.Context<never>): CircuitBreaker.Breaker => {
-    if ((++calls & 63) === 0) observe(CircuitBreaker.monotonicMillis(Context.get(context, Clock.Clock)))
+    calls = (calls + 1) & 63
+    if (calls === 0) observe(CircuitBreaker.monotonicMillis(Context.get(context, Clock.Clock)))
     const breaker = breakers.get(peer)
     if (breaker === undefined) return create(peer, CircuitBreaker.monotonicMillis(Context.get(context, Clock.Clock)))
     breaker.touched = true
