@@ -333,7 +333,7 @@ export const guard = <A, E, R>(
         if (before._tag === "HalfOpen") return self
         return Effect.andThen(reportChange(breaker, before, after, "probe", clock), self)
       }),
-      (exit) => admitted === undefined ? undefined : settle(admitted, ticket, exit, fiber.context)
+      (exit) => admitted === undefined ? undefined : settle(admitted, ticket, exit, fiber)
     )
   })
 
@@ -341,16 +341,21 @@ const settle = (
   breaker: Breaker,
   ticket: number,
   exit: Exit.Exit<unknown, unknown>,
-  context: Context.Context<never>
+  fiber: Fiber.Fiber<unknown, unknown>
 ): Effect.Effect<void> | undefined => {
   breaker.inFlight--
+  const before = breaker.state
+  // The common case, a call that succeeded on a closed circuit, changes nothing but a counter: no classifying, no
+  // clock.
+  if (exit._tag === "Success" && before._tag === "Closed") {
+    breaker.series.success()
+    return undefined
+  }
   const outcome = exit._tag === "Success" ? "success" : classify(exit, breaker.settings.options.isFailure)
   if (outcome === "success") breaker.series.success()
   else breaker.series.count(outcome)
-  const before = breaker.state
-  // The common case, a closed circuit and a call that did not fail, changes nothing: skip the clock.
   if (before._tag === "Closed" && outcome !== "failure") return undefined
-  const clock = Context.get(context, Clock.Clock)
+  const clock = Context.get(fiber.context, Clock.Clock)
   const now = monotonicMillis(clock)
   const after = machine.record(before, ticket, outcome, now, clock, breaker.settings.policy)
   if (after === before) return undefined
