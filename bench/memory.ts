@@ -1,0 +1,190 @@
+/**
+ * Row 5: the set at scale. Bytes per breaker held in the set, and the cost of finding a peer's breaker among many.
+ */
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import type { SetOptions } from "../src/index.ts"
+import type { Settings } from "./groups.ts"
+import type { Case, Row, Samples } from "./harness.ts"
+import { compile, effectLoop } from "./harness.ts"
+import { forever, makeSet } from "./subjects.ts"
+import type { SetService } from "./subjects.ts"
+
+const gc = (globalThis as { gc?: () => void }).gc
+
+export const canMeasureMemory = gc !== undefined
+
+/** heapUsed after two full collections. */
+const heapUsed = (): number => {
+  gc!()
+  gc!()
+  return process.memoryUsage().heapUsed
+}
+
+export const peers = (count: number): Array<string> => Array.from({ length: count }, (_, i) => `peer-${i}`)
+
+/** Creates one breaker per peer by running one call through each, inside one `runSync`. */
+const drive = (set: SetService, keys: ReadonlyArray<string>): Effect.Effect<void, unknown> =>
+  Effect.gen(function*() {
+    for (const peer of keys) yield* set.withBreaker(peer)(Effect.void)
+  })
+
+const populatedSet = (keys: ReadonlyArray<string>, options: SetOptions = {}): SetService => {
+  const set = makeSet({ maxFailures: 5, idleTimeToLive: forever, ...options })
+  Effect.runSync(drive(set, keys))
+  return set
+}
+
+/** Whether this version of the library accepts `options` (older ones reject unknown options). */
+export const accepts = (options: SetOptions): boolean => {
+  try {
+    makeSet(options)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * One repetition: allocate the peer strings, then build a set holding one breaker per peer. heapUsed deltas (after
+ * two `gc()` each) give the bytes per peer string (with its array slot) and the bytes per breaker, the second
+ * excluding the first. The calls run against a fresh `MetricRegistry`, held until measured: a breaker's metric
+ * series live there, and a fresh one per repetition keeps the repetitions independent (the default registry lives
+ * as long as the process and would keep every earlier repetition's series).
+ */
+const measureOnce = (count: number, options: SetOptions): { key: number; breaker: number } => {
+  const h0 = heapUsed()
+  const keys = peers(count)
+  const h1 = heapUsed()
+  const registry = new Map()
+  const set = makeSet({ maxFailures: 5, idleTimeToLive: forever, ...options })
+  Effect.runSync(drive(set, keys).pipe(Effect.provideService(Metric.MetricRegistry, registry)))
+  const h2 = heapUsed()
+  // Keeps all three alive up to here.
+  if (keys.length !== count || registry.size < 0 || set.options === undefined) throw new Error("unreachable")
+  return { key: (h1 - h0) / count, breaker: (h2 - h1) / count }
+}
+
+export interface MemoryResult {
+  readonly samples: Samples
+  readonly rows: ReadonlyArray<Row>
+}
+
+/** Bytes per breaker with the default options and, when this version has the option, without per-peer metrics. */
+export const measureMemory = (count: number, repetitions: number): MemoryResult => {
+  const noLabel: SetOptions = { metricPeerLabel: "none" } as SetOptions
+  const variants: Array<[string, SetOptions, string]> = [["default", {}, "default options"]]
+  if (accepts(noLabel)) variants.push(["noLabel", noLabel, "metricPeerLabel \"none\""])
+  const samples = new Map<string, Array<number>>([["memory.key", []]])
+  const m = count >= 1e6 ? `${count / 1e6}M` : `${count / 1e3}k`
+  const rows: Array<Row> = [
+    { label: `memory: peer string + array slot (${m} peers)`, value: (at) => at("memory.key"), unit: "B" }
+  ]
+  for (const [name, , label] of variants) {
+    samples.set(`memory.${name}`, [])
+    rows.push({
+      label: `memory: per breaker, ${label} (${m} peers)`,
+      value: (at) => at(`memory.${name}`),
+      unit: "B",
+      vs: "excl. peer string",
+      target: { op: "<=", limit: 250 }
+    })
+  }
+  for (let r = 0; r < repetitions; r++) {
+    for (const [name, options] of variants) {
+      const { breaker, key } = measureOnce(count, options)
+      samples.get(`memory.${name}`)!.push(breaker)
+      if (name === "default") samples.get("memory.key")!.push(key)
+    }
+  }
+  return { samples, rows }
+}
+
+const mask = (1 << 20) - 1
+
+/** 2^20 pseudo-random indices below `count` (xorshift32, fixed seed: every run looks up the same sequence). */
+const randomIndices = (count: number): Uint32Array => {
+  const idx = new Uint32Array(mask + 1)
+  let x = 0x9e3779b9
+  for (let i = 0; i <= mask; i++) {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    idx[i] = (x >>> 0) % count
+  }
+  return idx
+}
+
+/**
+ * Per size N: a plain `Map.get` (+ one field read) of a random key among N, alone; a guarded call on a random peer
+ * of a set holding N breakers ("set"); and a guarded call on a one-peer set plus that same `Map.get` ("base").
+ * Once more, shared by the sizes: the guarded call on the one-peer set alone ("one").
+ *
+ * `set ÷ base` (per round) says whether finding a peer among N costs more than a `Map.get` among N, inside the same
+ * kind of loop (the loop's own garbage evicts the cache, so a `Map.get` costs more there than in the plain loop).
+ * `(set − one) ÷ (base − one)` is the set's lookup cost in units of that `Map.get`; it is a ratio of differences,
+ * so it is taken from the medians (per round, a 20 ns `Map.get` is lost in the noise of a 500 ns call).
+ */
+export const lookup = (
+  settings: Settings,
+  sizes: ReadonlyArray<number>
+): { readonly group: { name: string; cases: Array<Case> } & Settings; readonly rows: Array<Row> } => {
+  const one = makeSet({ maxFailures: 5, idleTimeToLive: forever })
+  const cases: Array<Case> = [{
+    name: "lookup.one",
+    run: effectLoop(Effect, "yield* one.withBreaker(p0)(Effect.void)", { one, p0: "peer-0" })
+  }]
+  const rows: Array<Row> = [{ label: "lookup: guarded call, one-peer set", ns: "lookup.one" }]
+  for (const size of sizes) {
+    const keys = peers(size)
+    const set = populatedSet(keys)
+    const map = new Map(keys.map((k) => [k, { state: 0, failures: 0, openUntil: 0 }]))
+    const scope = { Effect, keys, idx: randomIndices(size), mask, map, set, one, p0: "peer-0", out: { s: 0 } }
+    const label = size >= 1e6 ? `${size / 1e6}M` : `${size / 1e3}k`
+    cases.push(
+      {
+        name: `lookup.map.${label}`,
+        run: compile(
+          scope,
+          `return function run(n) {
+  let s = 0
+  for (let i = 0; i < n; i++) s += map.get(keys[idx[i & mask]]).failures
+  out.s += s
+}`
+        )
+      },
+      {
+        name: `lookup.base.${label}`,
+        run: effectLoop(
+          Effect,
+          "out.s += map.get(keys[idx[i & mask]]).failures\n      yield* one.withBreaker(p0)(Effect.void)",
+          scope
+        )
+      },
+      {
+        name: `lookup.set.${label}`,
+        run: effectLoop(Effect, "yield* set.withBreaker(keys[idx[i & mask]])(Effect.void)", scope)
+      }
+    )
+    rows.push(
+      { label: `lookup ${label}: plain Map.get, random key`, ns: `lookup.map.${label}` },
+      {
+        label: `lookup ${label}: guarded call, random peer`,
+        ns: `lookup.set.${label}`,
+        value: (at) => at(`lookup.set.${label}`) / at(`lookup.base.${label}`),
+        vs: "one-peer call + Map.get"
+      }
+    )
+    // At 1k peers a Map.get costs ~20 ns, below the noise of a ~500 ns call: the estimate is left out.
+    if (size >= 100_000) {
+      rows.push({
+        label: `lookup ${label}: set lookup ÷ Map.get`,
+        fromMedians: true,
+        value: (at) => (at(`lookup.set.${label}`) - at("lookup.one")) / (at(`lookup.base.${label}`) - at("lookup.one")),
+        vs: "Map.get, same loop",
+        target: { op: "<=", limit: 1.5, source: "performance.md" }
+      })
+    }
+  }
+  return { group: { name: "lookup", cases, ...settings }, rows }
+}
