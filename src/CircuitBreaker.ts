@@ -20,8 +20,7 @@ import * as Schema from "effect/Schema"
 import type { CircuitBreakerConfigError } from "./CircuitBreakerConfigError.ts"
 import * as Metrics from "./CircuitBreakerMetrics.ts"
 import * as Options from "./CircuitBreakerOptions.ts"
-import { makeCircuitOpenError } from "./CircuitOpenError.ts"
-import type { CircuitOpenError } from "./CircuitOpenError.ts"
+import { CircuitOpenError, makeCircuitOpenError } from "./CircuitOpenError.ts"
 import * as CircuitState from "./CircuitState.ts"
 import type { CircuitStateChange, Reason, StateTag } from "./CircuitStateChange.ts"
 import * as machine from "./internal/machine.ts"
@@ -129,13 +128,17 @@ export class Breaker implements CircuitBreaker {
   readonly series: Metrics.Series
   /** Calls admitted and not yet settled. */
   inFlight = 0
-  /** Whether a call started since the set's last sweep looked at this breaker. */
-  touched = true
+  /**
+   * Whether a call started since the set last moved this breaker. The call that creates a breaker starts at its
+   * first move, so a new breaker starts untouched.
+   */
+  touched = false
   /** Whether the set has dropped this breaker; a call that found it before the drop looks its peer up again. */
   dropped = false
   /**
    * When the set last moved this breaker to the back of its eviction order, in whole milliseconds since the set was
-   * made, rounded up (a small integer, so V8 stores it unboxed).
+   * made, rounded up: a small integer, which V8 stores unboxed (for the first 12 days of a set with pointer
+   * compression, 24 days without; a boxed number after that costs a few more bytes, nothing else).
    */
   movedAt = 0
 
@@ -187,6 +190,8 @@ const classify = (exit: Exit.Exit<unknown, unknown>, isFailure: (error: unknown)
   for (const reason of exit.cause.reasons) {
     if (Cause.isDieReason(reason)) return "failure"
     if (Cause.isFailReason(reason)) {
+      // Another breaker rejected a call inside this one: this peer was not asked, so it says nothing about it.
+      if (reason.error instanceof CircuitOpenError) continue
       let counts: unknown
       try {
         counts = isFailure(reason.error)
@@ -246,7 +251,8 @@ export const reportChange = (
   const fromTag = tagOf(from)
   const toTag = tagOf(to)
   breaker.series.transition(fromTag, toTag)
-  const log = Effect.annotateLogs(transitionLog(breaker, reason), "peer", breaker.name)
+  // Reporting must never fail the call it runs in: a logger that breaks is its own problem, not the peer's.
+  const log = Effect.ignoreCause(Effect.annotateLogs(transitionLog(breaker, reason), "peer", breaker.name))
   const changes = breaker.settings.changes
   if (changes === undefined) return log
   const change = { peer: breaker.name, from: fromTag, to: toTag, at: clock.currentTimeMillisUnsafe(), reason }
@@ -276,7 +282,8 @@ const reject = (
 }
 
 /**
- * Guards `self` with the breaker that `resolve` returns when the call starts.
+ * Guards `self` with the breaker that `resolve` returns when the call starts (or, if it returns none, runs
+ * `otherwise`).
  *
  * Layout of the primitives, and why:
  * - The outer `withFiber` finds the breaker. A call the circuit rejects is rejected right there: a rejection records
@@ -290,11 +297,13 @@ const reject = (
  * @internal
  */
 export const guard = <A, E, R>(
-  resolve: (context: Context.Context<never>) => Breaker,
-  self: Effect.Effect<A, E, R>
+  resolve: (context: Context.Context<never>) => Breaker | undefined,
+  self: Effect.Effect<A, E, R>,
+  otherwise?: (context: Context.Context<never>) => Effect.Effect<A, E | CircuitOpenError, R>
 ): Effect.Effect<A, E | CircuitOpenError, R> =>
   Effect.withFiber((fiber) => {
     const found = resolve(fiber.context)
+    if (found === undefined) return otherwise!(fiber.context)
     const current = found.state
     if (current._tag !== "Closed") {
       const [admission] = machine.admit(
@@ -310,7 +319,7 @@ export const guard = <A, E, R>(
       Effect.withFiber((): Effect.Effect<A, E | CircuitOpenError, R> => {
         const context = fiber.context
         // The set may have dropped the breaker at a yield since it was found.
-        const breaker = found.dropped ? resolve(context) : found
+        const breaker = found.dropped ? resolve(context)! : found
         const before = breaker.state
         if (before._tag === "Closed") {
           // machine.admit admits every call to a closed circuit with its generation, and needs no clock for it:
@@ -370,25 +379,25 @@ const settle = (
 }
 
 /**
- * Applies an operator's change (reset, isolate, release) to a breaker atomically, and reports it if the state changed.
+ * Applies an operator's change (reset, isolate, release) to a breaker, in the same synchronous step as the look-up
+ * that found it, and returns the report to run. A reset is always reported; isolating and releasing are reported
+ * when an isolation begins or ends (stacked isolations change only a count).
  *
  * @internal
  */
-export const operate = (
+export const operateUnsafe = (
   breaker: Breaker,
   change: (state: machine.State, now: number, wall: machine.WallClock) => machine.State,
-  reason: Reason
-): Effect.Effect<void> =>
-  Effect.withFiber((fiber) => {
-    const context = fiber.context
-    const clock = Context.get(context, Clock.Clock)
-    const before = breaker.state
-    const after = change(before, monotonicMillis(clock), clock)
-    if (after === before) return Effect.void
-    breaker.state = after
-    if (tagOf(before) === tagOf(after) && reason !== "reset") return Effect.void
-    return reportChange(breaker, before, after, reason, clock)
-  })
+  reason: Reason,
+  clock: Clock.Clock
+): Effect.Effect<void> => {
+  const before = breaker.state
+  const after = change(before, monotonicMillis(clock), clock)
+  breaker.state = after
+  const reported = (reason === "reset" && after !== before) ||
+    (before._tag === "Isolated") !== (after._tag === "Isolated")
+  return reported ? reportChange(breaker, before, after, reason, clock) : Effect.void
+}
 
 /**
  * Reads the breaker's state at the clock's current time.
@@ -440,7 +449,7 @@ const MakeOptionsSchema = Schema.Struct({ ...Options.breakerFields, name: Schema
  */
 export const make = (options?: MakeOptions): Effect.Effect<CircuitBreaker, CircuitBreakerConfigError> =>
   Effect.flatMap(
-    Options.decodeOptions(MakeOptionsSchema, options),
+    Effect.suspend(() => Options.decodeOptions(MakeOptionsSchema, options)),
     (decoded) =>
       Effect.withFiber((fiber) =>
         Effect.succeed(

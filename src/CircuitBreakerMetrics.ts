@@ -138,7 +138,9 @@ const acquire = (
     cells = new Map()
     cellsByRegistry.set(registry, cells)
   }
-  const key = JSON.stringify([base.id, attributes])
+  // The registry's own key also holds the attributes the context adds, so breakers built under different ones
+  // report different series.
+  const key = JSON.stringify([base.id, attributes, Context.get(context, Metric.CurrentMetricAttributes)])
   let cell = cells.get(key)
   if (cell === undefined) {
     const options = { description: base.description, attributes }

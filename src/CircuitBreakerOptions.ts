@@ -74,22 +74,28 @@ export interface ResolvedOptions {
   readonly metricPeerLabel: PeerLabel
 }
 
-const durationExpectation = "a finite duration greater than zero (a Duration, a number of milliseconds, or a string " +
-  "such as \"10 seconds\")"
+const durationExpectation = "a finite duration of at least 1 nanosecond (a Duration, a number of milliseconds, or a " +
+  "string such as \"10 seconds\")"
 
 const toPositiveDuration = (input: unknown): Duration.Duration | undefined => {
   if (input === null || input === undefined || typeof input === "boolean" || typeof input === "function") {
     return undefined
   }
   if (typeof input === "number" && !Number.isFinite(input)) return undefined
+  // A duration object ({ seconds: 5, millis: 200 }) with a negative or non-finite part would be summed silently.
+  if (Predicate.isObject(input) && !Duration.isDuration(input) && !Array.isArray(input)) {
+    const parts = Object.values(input)
+    if (parts.length === 0 || parts.some((part) => typeof part !== "number" || !Number.isFinite(part) || part < 0)) {
+      return undefined
+    }
+  }
   let duration: Duration.Duration
   try {
     duration = Duration.fromInputUnsafe(input as Duration.Input)
   } catch {
     return undefined
   }
-  const millis = Duration.toMillis(duration)
-  return Duration.isFinite(duration) && Number.isFinite(millis) && millis > 0 ? duration : undefined
+  return Duration.isFinite(duration) && Duration.toNanosUnsafe(duration) > 0n ? duration : undefined
 }
 
 /** A `Duration.Input` that must be finite and greater than zero. */
@@ -160,10 +166,15 @@ export const decodeOptions = <A>(
       })
     )
   }
-  const present: Record<string, unknown> = {}
-  for (const key of Object.keys(input)) {
-    const value = (input as Record<string, unknown>)[key]
-    if (value !== undefined) present[key] = value
+  let present: Record<string, unknown>
+  try {
+    // Own entries only, copied with `fromEntries`: a "__proto__" key stays a key (and is reported as unknown) instead
+    // of becoming the prototype, whose properties would slip past validation.
+    present = Object.fromEntries(Object.entries(input).filter(([, value]) => value !== undefined))
+  } catch (error) {
+    return Effect.fail(
+      new CircuitBreakerConfigError({ fields: ["options"], details: `options: could not be read: ${String(error)}` })
+    )
   }
   const exit = Schema.decodeUnknownExit(schema)(present, { errors: "all", onExcessProperty: "error" })
   if (Exit.isSuccess(exit)) return Effect.succeed(exit.value)

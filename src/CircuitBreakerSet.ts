@@ -49,6 +49,19 @@ const SetOptionsSchema = Schema.Struct({
   idleTimeToLive: Schema.optionalKey(Options.PositiveDurationInput)
 })
 
+/**
+ * What `CircuitBreakerSet.layerConfig` takes as its argument: the options that cannot be read as text.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type ConfigLayerOptions = Pick<SetOptions, "isFailure" | "metricPeerLabel">
+
+const ConfigLayerOptionsSchema = Schema.Struct({
+  isFailure: Options.breakerFields.isFailure,
+  metricPeerLabel: Options.breakerFields.metricPeerLabel
+})
+
 const defaultIdleTimeToLive = "1 minute"
 
 /**
@@ -141,13 +154,16 @@ const makeService = (
   const stamp = (now: number): number => Math.ceil(now - origin)
   const idleFor = (breaker: CircuitBreaker.Breaker, now: number): number => Math.floor(now - origin) - breaker.movedAt
   // Eviction without a clock read per call: a call only sets its breaker's `touched` flag. Sweeps run when the set
-  // reads the clock anyway (creating a breaker, snapshots, operator actions) and on every 64th call. The map is kept
-  // in order of `movedAt`; a sweep walks it from the front and stops at the first breaker moved less than a TTL ago.
-  // A breaker it finds touched, busy or not back to a fresh state has its flag cleared and goes to the back; one
-  // untouched for a whole TTL since its last move has started no call for a TTL, and is dropped. So a breaker is
-  // never dropped early, and an idle one goes within about two TTLs of its last call.
+  // reads the clock anyway (creating a breaker, snapshots, operator actions), on every 64th call, and on every call
+  // while a backlog remains. The map is kept in order of `movedAt`; a sweep walks it from the front, looks at 64
+  // breakers at most, and stops at the first breaker moved less than a TTL ago. A breaker it finds touched, busy or
+  // not back to a fresh state has its flag cleared and goes to the back; one untouched for a whole TTL since its last
+  // move has started no call for a TTL, and is dropped. So a breaker is never dropped early, and an idle one goes
+  // within about two TTLs of its last call while calls arrive.
   const breakers = new Map<string, CircuitBreaker.Breaker>()
   let sweepDueAt = Number.POSITIVE_INFINITY
+  // A sweep that stopped at its limit leaves a backlog: every call then sweeps, until the backlog is gone.
+  let backlog = false
   let calls = 0
   const perPeerSeries = settings.options.metricPeerLabel === "peer"
 
@@ -159,6 +175,7 @@ const makeService = (
   }
 
   const sweep = (now: number): void => {
+    backlog = false
     let examined = 0
     for (const [peer, breaker] of breakers) {
       if (idleFor(breaker, now) < ttl) {
@@ -167,6 +184,7 @@ const makeService = (
       }
       if (examined++ === maxEvictionsPerCall) {
         sweepDueAt = now
+        backlog = true
         return
       }
       if (breaker.touched || breaker.inFlight > 0 || !machine.isIdle(breaker.state, now, settings.policy)) {
@@ -197,7 +215,7 @@ const makeService = (
 
   const lookup = (peer: string, context: Context.Context<never>): CircuitBreaker.Breaker => {
     calls = (calls + 1) & 63
-    if (calls === 0) observe(CircuitBreaker.monotonicMillis(Context.get(context, Clock.Clock)))
+    if (calls === 0 || backlog) observe(CircuitBreaker.monotonicMillis(Context.get(context, Clock.Clock)))
     const breaker = breakers.get(peer)
     if (breaker === undefined) return create(peer, CircuitBreaker.monotonicMillis(Context.get(context, Clock.Clock)))
     breaker.touched = true
@@ -211,11 +229,12 @@ const makeService = (
     reason: Reason
   ): Effect.Effect<void> =>
     typeof peer !== "string" ? invalidPeer(peer) : Effect.withFiber((fiber) => {
-      const now = CircuitBreaker.monotonicMillis(Context.get(fiber.context, Clock.Clock))
+      const clock = Context.get(fiber.context, Clock.Clock)
+      const now = CircuitBreaker.monotonicMillis(clock)
       observe(now)
       const breaker = breakers.get(peer) ?? create(peer, now)
       breaker.touched = true
-      return CircuitBreaker.operate(breaker, change, reason)
+      return CircuitBreaker.operateUnsafe(breaker, change, reason, clock)
     })
 
   const snapshot = Effect.clockWith((clock) =>
@@ -353,7 +372,8 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
    *
    * **Details**
    *
-   * Options that cannot come from text, such as `isFailure`, are passed as the argument.
+   * Options that cannot come from text, `isFailure` and `metricPeerLabel`, are passed as the argument; any other key
+   * there is an error naming it.
    *
    * **Example** (Configuring from the environment)
    *
@@ -366,11 +386,13 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
    * ```
    */
   static readonly layerConfig = (
-    options?: Pick<SetOptions, "isFailure">
+    options?: ConfigLayerOptions
   ): Layer.Layer<CircuitBreakerSet, CircuitBreakerConfigError | ConfigError.ConfigError> =>
     Layer.effect(
       CircuitBreakerSet,
       Effect.gen(function*() {
+        // Validated first, so an option that belongs in the environment is reported rather than overwritten.
+        yield* Options.decodeOptions(ConfigLayerOptionsSchema, options)
         const config = yield* Config.all({
           maxFailures: Config.option(Config.Int("CIRCUIT_MAX_FAILURES")),
           window: Config.option(Config.Duration("CIRCUIT_WINDOW")),
@@ -430,14 +452,15 @@ export const withBreaker: {
     self: Effect.Effect<A, E, R>,
     peer: string
   ): Effect.Effect<A, E | CircuitOpenError, R | CircuitBreakerSet> =>
-    typeof peer !== "string" ? invalidPeer(peer) : CircuitBreaker.guard((context) => {
-      const set = Context.get(context as Context.Context<CircuitBreakerSet>, CircuitBreakerSet) as Partial<ServiceImpl>
-      if (set[lookupKey] === undefined) {
-        throw new TypeError(
-          "withBreaker: the CircuitBreakerSet in context was not built by CircuitBreakerSet.layer or make; " +
-            "call that service's own withBreaker(peer) instead"
-        )
-      }
-      return set[lookupKey](peer, context)
-    }, self)
+    typeof peer !== "string" ? invalidPeer(peer) : CircuitBreaker.guard(
+      (context) => {
+        const set = Context.get(context as Context.Context<CircuitBreakerSet>, CircuitBreakerSet) as Partial<
+          ServiceImpl
+        >
+        return set[lookupKey]?.(peer, context)
+      },
+      self,
+      // A service built some other way (a test double, say) guards the call itself.
+      (context) => Context.get(context as Context.Context<CircuitBreakerSet>, CircuitBreakerSet).withBreaker(peer)(self)
+    )
 )

@@ -37,15 +37,23 @@ const badValues: ReadonlyArray<readonly [field: string, value: unknown]> = [
   ["isFailure", true],
   ["isFailure", "Boom"],
   ["isFailure", null],
+  ["window", 1e-7],
+  ["window", { seconds: 5, millis: -1_000 }],
+  ["window", { seconds: Number.NaN }],
+  ["metricPeerLabel", "peers"],
+  ["metricPeerLabel", null],
   ["maxFailure", 3],
-  ["resetTimout", "1 second"]
+  ["resetTimout", "1 second"],
+  ["__proto__", { maxFailures: 0 }]
 ]
 
 describe("hostile options", () => {
   for (const [field, value] of badValues) {
     it.effect(`${field}: ${typeof value === "number" || typeof value === "string" ? value : typeof value}`, () =>
       Effect.gen(function*() {
-        const error = yield* Effect.flip(buildSet({ [field]: value }))
+        // A computed key, like JSON.parse of a config file, makes "__proto__" an own key rather than the prototype.
+        const options = { [field]: value }
+        const error = yield* Effect.flip(buildSet(options))
         assert.strictEqual(error._tag, "CircuitBreakerConfigError")
         assert.deepStrictEqual(error.fields, [field])
         assert.include(error.message, `${field}:`)
@@ -82,6 +90,26 @@ describe("hostile options", () => {
       idleTimeToLive: "5 minutes"
     }))))
 
+  it.effect("options that cannot be read are a CircuitBreakerConfigError, never a crash", () =>
+    Effect.gen(function*() {
+      const hostile = Object.defineProperty({}, "maxFailures", {
+        enumerable: true,
+        get: () => {
+          throw new Error("getter boom")
+        }
+      })
+      const fromMake = yield* Effect.flip(CircuitBreaker.make(hostile as never))
+      assert.include(fromMake.message, "could not be read")
+      const fromLayer = yield* Effect.flip(buildSet(
+        new Proxy({}, {
+          ownKeys: () => {
+            throw new Error("no keys")
+          }
+        })
+      ))
+      assert.include(fromLayer.message, "could not be read")
+    }))
+
   it.effect("CircuitBreaker.make validates the same way", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(CircuitBreaker.make({ maxFailures: 0.5, window: null } as never))
@@ -115,6 +143,22 @@ describe("layerConfig", () => {
       assert.strictEqual(Duration.toMillis(set.options.window), 60_000)
       assert.isFalse(set.options.isFailure("anything"))
     }).pipe(Effect.provide(CircuitBreakerSet.layerConfig({ isFailure: () => false }).pipe(Layer.provide(fromEnv({}))))))
+
+  it.effect("the argument takes isFailure and metricPeerLabel only, validated like every option", () =>
+    Effect.gen(function*() {
+      const build = (options: unknown) =>
+        Layer.build(CircuitBreakerSet.layerConfig(options as never).pipe(Layer.provide(fromEnv({}))))
+      const inEnvironment = yield* Effect.flip(build({ maxFailures: 5 }))
+      assert.deepStrictEqual(inEnvironment._tag === "CircuitBreakerConfigError" && inEnvironment.fields, [
+        "maxFailures"
+      ])
+      const nullOptions = yield* Effect.flip(build(null))
+      assert.strictEqual(nullOptions._tag, "CircuitBreakerConfigError")
+      const set = yield* CircuitBreakerSet.pipe(
+        Effect.provide(CircuitBreakerSet.layerConfig({ metricPeerLabel: "none" }).pipe(Layer.provide(fromEnv({}))))
+      )
+      assert.strictEqual(set.options.metricPeerLabel, "none")
+    }))
 
   it.effect("an unparsable value fails with ConfigError", () =>
     Effect.gen(function*() {

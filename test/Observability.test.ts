@@ -103,6 +103,27 @@ describe("metric series lifetime", () => {
       assert.strictEqual(peerSeries(), 0)
     }).pipe(provideSet({ idleTimeToLive: "1 minute" })))
 
+  it.effect("sets built under different metric attributes report different series", () =>
+    Effect.gen(function*() {
+      const registry = new Map()
+      const under = (service: string, calls: number) =>
+        Effect.gen(function*() {
+          for (let i = 0; i < calls; i++) yield* Effect.succeed(1).pipe(withBreaker("db"))
+        }).pipe(
+          Effect.provide(CircuitBreakerSet.layer()),
+          Effect.provideService(Metric.CurrentMetricAttributes, { service }),
+          Effect.provideService(Metric.MetricRegistry, registry)
+        )
+      yield* under("orders", 3)
+      yield* under("billing", 1)
+      const read = (service: string) =>
+        count(CircuitBreakerMetrics.calls, { peer: "db", outcome: "success" }).pipe(
+          Effect.provideService(Metric.CurrentMetricAttributes, { service }),
+          Effect.provideService(Metric.MetricRegistry, registry)
+        )
+      assert.deepStrictEqual([yield* read("orders"), yield* read("billing")], [3, 1])
+    }))
+
   it.effect("two sets reporting the same series in one registry add up", () =>
     Effect.gen(function*() {
       const registry = new Map()
@@ -273,6 +294,38 @@ describe("operations", () => {
       const snapshot = yield* set.snapshot
       assert.deepStrictEqual(snapshot.peers, [{ peer: "p", state: "Closed", failures: 0 }])
     }).pipe(provideSet({ maxFailures: 1, resetTimeout: "10 seconds" })))
+
+  it.effect("reset makes calls in flight decide nothing, whatever the window held", () =>
+    Effect.gen(function*() {
+      const set = yield* CircuitBreakerSet
+      const gate = yield* Deferred.make<void>()
+      const inFlight = yield* Effect.forEach(
+        [1, 2],
+        () => Effect.forkChild(Deferred.await(gate).pipe(Effect.andThen(failing), withBreaker("p"), Effect.exit))
+      )
+      yield* Effect.yieldNow
+      yield* set.reset("p")
+      yield* Deferred.succeed(gate, undefined)
+      yield* Effect.forEach(inFlight, Fiber.join)
+      assert.deepStrictEqual(yield* set.state("p"), { _tag: "Closed", failures: 0 })
+    }).pipe(provideSet({ maxFailures: 1 })))
+
+  it.effect("isolating an open circuit is logged, published and counted; stacked isolations are not", () => {
+    const logs: Array<CapturedLog> = []
+    return Effect.gen(function*() {
+      const set = yield* CircuitBreakerSet
+      yield* Effect.exit(failing.pipe(withBreaker("p")))
+      const changes = yield* Effect.forkChild(Stream.runCollect(Stream.take(set.changes, 2)))
+      yield* Effect.yieldNow
+      yield* Effect.scoped(Effect.andThen(set.isolate("p"), set.isolate("p")))
+      assert.deepStrictEqual((yield* Fiber.join(changes)).map((c) => [c.from, c.to, c.reason]), [
+        ["Open", "Open", "isolated"],
+        ["Open", "Closed", "released"]
+      ])
+      assert.deepStrictEqual(logs.filter((l) => l.message.includes("operator")).map((l) => l.level), ["Warn", "Info"])
+      assert.strictEqual(yield* count(CircuitBreakerMetrics.transitions, { peer: "p", from: "Open", to: "Open" }), 1)
+    }).pipe(provideSet({ maxFailures: 0 }), Effect.provide(captureLogs(logs)))
+  })
 
   it.effect("isolating a peer never seen creates its breaker; isolation shows in snapshot and metrics", () =>
     Effect.gen(function*() {

@@ -1,5 +1,20 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Metric, Predicate, Ref } from "effect"
+import {
+  Cause,
+  Clock,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Fiber,
+  Layer,
+  Logger,
+  Metric,
+  Predicate,
+  Ref,
+  References,
+  Stream
+} from "effect"
 import { TestClock } from "effect/testing"
 import { CircuitBreakerMetrics, CircuitBreakerSet, type SetOptions, withBreaker } from "../src/index.ts"
 import { Boom, type CapturedLog, captureLogs } from "./utils.ts"
@@ -158,6 +173,44 @@ const steppedWallClock = (clock: Clock.Clock, shift: number): Clock.Clock => ({
 })
 
 const hour = 3_600_000
+
+describe("composition", () => {
+  it.effect("a call rejected by a nested breaker does not count against the outer peer", () =>
+    Effect.gen(function*() {
+      yield* Effect.exit(Effect.fail(new Boom()).pipe(withBreaker("db")))
+      for (let i = 0; i < 5; i++) yield* Effect.exit(Effect.void.pipe(withBreaker("db"), withBreaker("gateway")))
+      assert.deepStrictEqual(yield* state("gateway"), { _tag: "Closed", failures: 0 })
+      assert.strictEqual((yield* state("db"))._tag, "Open")
+    }).pipe(provideSet({ maxFailures: 0 })))
+
+  it.effect("a logger that fails never fails the calls whose transitions it reports", () =>
+    Effect.gen(function*() {
+      const failed = yield* Effect.flip(Effect.fail(new Boom()).pipe(withBreaker("p")))
+      assert.strictEqual(failed._tag, "Boom")
+      yield* TestClock.adjust("10 seconds")
+      assert.strictEqual(yield* Effect.succeed("probe").pipe(withBreaker("p")), "probe")
+      assert.strictEqual((yield* state("p"))._tag, "Closed")
+    }).pipe(
+      provideSet({ maxFailures: 0 }),
+      Effect.provide(Logger.layer([Logger.make(() => {
+        throw new Error("logger broke")
+      })])),
+      Effect.provideService(References.MinimumLogLevel, "All")
+    ))
+
+  it.effect("the top-level withBreaker also works with a CircuitBreakerSet built some other way", () =>
+    Effect.gen(function*() {
+      assert.strictEqual(yield* Effect.succeed(1).pipe(withBreaker("p")), 1)
+    }).pipe(Effect.provide(Layer.succeed(CircuitBreakerSet, {
+      withBreaker: () => (self) => Effect.map(self, (a) => a),
+      state: () => Effect.succeed({ _tag: "Closed", failures: 0 }),
+      changes: Stream.empty,
+      snapshot: Effect.succeed({ at: 0, peers: [] }),
+      reset: () => Effect.void,
+      isolate: () => Effect.void,
+      options: undefined as never
+    }))))
+})
 
 describe("clock steps: durations use monotonic time, wall time only labels", () => {
   it.effect("a wall clock stepped back an hour neither extends nor shortens the open period", () =>

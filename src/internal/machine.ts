@@ -210,11 +210,7 @@ export const record = (
 }
 
 /** Closes the circuit with an empty window; calls in flight decide nothing. An isolation is not ended by a reset. */
-export const reset = (state: State): State => {
-  if (state._tag === "Isolated") return state
-  if (state._tag === "Closed" && state.failures.size === 0) return state
-  return emptyClosed(state.generation + 1)
-}
+export const reset = (state: State): State => state._tag === "Isolated" ? state : emptyClosed(state.generation + 1)
 
 /** Holds the circuit open, on top of any isolation already in force. */
 export const isolate = (state: State, now: number, wall: WallClock): Isolated =>
