@@ -470,7 +470,8 @@ export const make = (options?: MakeOptions): Effect.Effect<CircuitBreaker, Circu
  * - Half-open: the first call is the probe; every other call is rejected while it runs. Its success (or a typed
  *   failure that `isFailure` rejects) closes the circuit with an empty window; a counted failure opens it again for
  *   a full `resetTimeout`.
- * - An interruption never counts; an interrupted probe gives its slot back.
+ * - An interruption never counts, and an interrupted probe gives its slot back. A `CircuitOpenError` from another
+ *   breaker nested inside the effect never counts either: that peer was not asked.
  *
  * Data-first `withBreaker(effect, breaker)` and data-last `effect.pipe(withBreaker(breaker))` both work.
  *

@@ -12,6 +12,11 @@
  * The `peer` attribute is chosen by the `metricPeerLabel` option: the peer itself (`"peer"`, the default), none
  * (`"none"`), or a function mapping a peer to a label of bounded cardinality, such as its host.
  *
+ * Series are registered in the `MetricRegistry` of the context a breaker or set is built in, as hooks read at export
+ * time. With per-peer labels, a peer's series are removed when the set drops its breaker as idle (if the peer comes
+ * back its counters restart from 0, a counter reset to Prometheus). Breakers reporting under one label share its
+ * series: counters add up and the state gauge shows the last change.
+ *
  * @since 0.1.0
  */
 import * as Context from "effect/Context"

@@ -31,8 +31,9 @@ import type { Policy } from "./internal/machine.ts"
  * **Gotchas**
  *
  * - `undefined` means "use the default"; `null` is an error.
- * - `isFailure` sees typed failures only. A defect always counts; an interruption never does. If `isFailure` throws,
- *   the call counts as a failure. A non-boolean result is read by truthiness.
+ * - `isFailure` sees typed failures only. A defect always counts; an interruption never does, nor does a
+ *   `CircuitOpenError` from another breaker nested in the call. If `isFailure` throws, the call counts as a failure.
+ *   A non-boolean result is read by truthiness.
  *
  * @category models
  * @since 0.1.0

@@ -35,7 +35,9 @@ import * as machine from "./internal/machine.ts"
  * | `idleTimeToLive` | `"1 minute"` | a breaker that is Closed with no failure in its window, has no call in flight and has started no call for this long is dropped (a finite duration > 0) |
  *
  * Dropping a breaker changes nothing a caller can observe: a closed breaker with an empty window behaves exactly
- * like a fresh one. Open and half-open breakers are kept until they close.
+ * like a fresh one. Open and half-open breakers are kept until they close. A breaker is never dropped before
+ * `idleTimeToLive` has passed since its last call; sweeps run as calls arrive (no timer), so an idle one goes within
+ * about two `idleTimeToLive` while calls keep coming.
  *
  * @category models
  * @since 0.1.0
