@@ -37,15 +37,21 @@ const failuresCounted = Effect.map(
   (s) => s.count
 )
 
+/** Starts `callers` calls on peer "p" that are all admitted while closed, then lets them all fail at once. */
+const failTogether = (callers: number) =>
+  Effect.gen(function*() {
+    const gate = yield* Deferred.make<void>()
+    const call = Deferred.await(gate).pipe(Effect.andThen(Effect.fail(new Boom())), withBreaker("p"))
+    const fibers = yield* Effect.forEach(Array.from({ length: callers }), () => Effect.forkChild(Effect.exit(call)))
+    yield* Effect.yieldNow
+    yield* Deferred.succeed(gate, undefined)
+    yield* Effect.forEach(fibers, Fiber.join, { discard: true })
+  })
+
 describe("concurrency", () => {
   it.effect("10,000 concurrent failing calls on a closed circuit: every failure is recorded, none lost", () =>
     Effect.gen(function*() {
-      const gate = yield* Deferred.make<void>()
-      const call = Deferred.await(gate).pipe(Effect.andThen(Effect.fail(new Boom())), withBreaker("p"))
-      const fibers = yield* Effect.forEach(Array.from({ length: 10_000 }), () => Effect.forkChild(Effect.exit(call)))
-      yield* Effect.yieldNow
-      yield* Deferred.succeed(gate, undefined)
-      yield* Effect.forEach(fibers, Fiber.join, { discard: true })
+      yield* failTogether(10_000)
       assert.deepStrictEqual(yield* state("p"), { _tag: "Closed", failures: 10_000 })
       assert.strictEqual(yield* failuresCounted, 10_000)
     }).pipe(provideSet({ maxFailures: 10_000 })))
@@ -53,12 +59,7 @@ describe("concurrency", () => {
   it.effect("10,000 concurrent failing calls open the circuit exactly once, with exactly one log line", () => {
     const logs: Array<CapturedLog> = []
     return Effect.gen(function*() {
-      const gate = yield* Deferred.make<void>()
-      const call = Deferred.await(gate).pipe(Effect.andThen(Effect.fail(new Boom())), withBreaker("p"))
-      const fibers = yield* Effect.forEach(Array.from({ length: 10_000 }), () => Effect.forkChild(Effect.exit(call)))
-      yield* Effect.yieldNow
-      yield* Deferred.succeed(gate, undefined)
-      yield* Effect.forEach(fibers, Fiber.join, { discard: true })
+      yield* failTogether(10_000)
       assert.strictEqual((yield* state("p"))._tag, "Open")
       const opened = yield* Metric.value(
         Metric.withAttributes(CircuitBreakerMetrics.transitions, { peer: "p", from: "Closed", to: "Open" })
