@@ -380,8 +380,9 @@ const settle = (
 
 /**
  * Applies an operator's change (reset, isolate, release) to a breaker, in the same synchronous step as the look-up
- * that found it, and returns the report to run. A reset is always reported; isolating and releasing are reported
- * when an isolation begins or ends (stacked isolations change only a count).
+ * that found it, and returns the report to run. A reset is reported unless the circuit is isolated (a reset does not
+ * end an isolation); isolating and releasing are reported when an isolation begins or ends (stacked isolations
+ * change only a count).
  *
  * @internal
  */
