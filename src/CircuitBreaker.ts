@@ -401,20 +401,13 @@ export const operateUnsafe = (
 }
 
 /**
- * Reads the breaker's state at the clock's current time.
+ * The public view of the machine state that `read` returns, at the clock's current time.
  *
  * @internal
  */
-export const stateOf = (breaker: Breaker): Effect.Effect<CircuitState.CircuitState> =>
+export const stateOf = (read: () => machine.State, policy: machine.Policy): Effect.Effect<CircuitState.CircuitState> =>
   Effect.clockWith((clock) =>
-    Effect.sync(() =>
-      CircuitState.fromMachine(
-        breaker.state,
-        monotonicMillis(clock),
-        clock.currentTimeMillisUnsafe(),
-        breaker.settings.policy
-      )
-    )
+    Effect.sync(() => CircuitState.fromMachine(read(), monotonicMillis(clock), clock.currentTimeMillisUnsafe(), policy))
   )
 
 const MakeOptionsSchema = Schema.Struct({ ...Options.breakerFields, name: Schema.optionalKey(Schema.String) })
@@ -537,4 +530,4 @@ const notABreaker = (value: unknown) =>
  * @since 0.1.0
  */
 export const state = (breaker: CircuitBreaker): Effect.Effect<CircuitState.CircuitState> =>
-  breaker instanceof Breaker ? stateOf(breaker) : notABreaker(breaker)
+  breaker instanceof Breaker ? stateOf(() => breaker.state, breaker.settings.policy) : notABreaker(breaker)

@@ -284,16 +284,7 @@ const makeService = (
     },
     state: (peer) => {
       if (typeof peer !== "string") return invalidPeer(peer)
-      return Effect.clockWith((clock) =>
-        Effect.sync(() =>
-          CircuitState.fromMachine(
-            breakers.get(peer)?.state ?? machine.initial,
-            CircuitBreaker.monotonicMillis(clock),
-            clock.currentTimeMillisUnsafe(),
-            settings.policy
-          )
-        )
-      )
+      return CircuitBreaker.stateOf(() => breakers.get(peer)?.state ?? machine.initial, settings.policy)
     },
     changes: Stream.fromPubSub(changes),
     snapshot,
