@@ -1,13 +1,21 @@
 /**
  * The timed groups. Each case is a loop compiled for that case alone; each row is a same-round ratio.
+ *
+ * With `--baseline <ref>`, the groups that measure the library run each of its cases a second time against the
+ * baseline build (case name + `.baseline`), in the same rounds, built by the same functions; each such row is followed
+ * by the baseline's own value and by current ÷ baseline, the two cases' ns per call taken in the same round.
  */
 import { circuitBreaker, ConsecutiveBreaker, handleAll } from "cockatiel"
 import * as Effect from "effect/Effect"
+import * as ManagedRuntime from "effect/ManagedRuntime"
 import Opossum from "opossum"
-import { CircuitBreaker, withBreaker } from "../src/index.ts"
+import type { SetOptions } from "../src/index.ts"
+import type { Baseline } from "./baseline.ts"
 import type { Case, Group, Row } from "./harness.ts"
 import { asyncLoop, compile, effectLoop } from "./harness.ts"
+import type { Library } from "./subjects.ts"
 import {
+  current,
   expectFailureTagged,
   expectState,
   failure,
@@ -28,60 +36,142 @@ export interface Settings {
 export interface Bench {
   readonly group: Group
   readonly rows: ReadonlyArray<Row>
-  readonly dispose?: () => void
+  readonly dispose?: () => unknown
 }
 
 const ratio = (a: string, b: string) => (at: (name: string) => number) => at(a) / at(b)
 
 const PEER = "p"
 
-/** Row 1: a closed call, around `Effect.succeed(1)`. */
-export const closed = (settings: Settings): Bench => {
-  const set = makeSet({ maxFailures: 5, idleTimeToLive: forever })
-  const single = Effect.runSync(CircuitBreaker.make({ name: PEER, maxFailures: 5 }))
+/** The suffix of a baseline case's name. */
+const BASELINE = ".baseline"
+
+/**
+ * The library's cases, built by `ours` for the working tree's build and, with a baseline, for the baseline build
+ * (named with the suffix), each baseline case right after its current twin: the two samples a row compares are then
+ * taken next to each other in every round, and the group alternates its direction so that each goes first as often.
+ */
+const pairs = (baseline: Baseline | undefined, ours: (lib: Library, suffix: string) => Array<Case>): Array<Case> => {
+  const mine = ours(current, "")
+  if (baseline === undefined) return mine
+  const theirs = ours(baseline.library, BASELINE)
+  return mine.flatMap((c, i) => [c, theirs[i]!])
+}
+
+/**
+ * A row comparing case `name` with case `bare`; with a baseline, followed by the baseline case's row (no target: the
+ * targets are the working tree's) and by current ÷ baseline, per round, as a change in per cent.
+ */
+const compared = (
+  baseline: Baseline | undefined,
+  name: string,
+  bare: string,
+  row: Omit<Row, "ns" | "value">
+): Array<Row> => {
+  const main: Row = { ...row, ns: name, value: ratio(name, bare) }
+  if (baseline === undefined) return [main]
+  const base = name + BASELINE
+  return [
+    main,
+    { label: `  ↳ baseline ${baseline.short}`, ns: base, value: ratio(base, bare), ...(row.vs ? { vs: row.vs } : {}) },
+    {
+      label: "  ↳ current ÷ baseline",
+      value: (at) => (at(name) / at(base) - 1) * 100,
+      unit: "%",
+      vs: `baseline ${baseline.short}, per round`
+    }
+  ]
+}
+
+/**
+ * Row 1: a closed call, around `Effect.succeed(1)`.
+ *
+ * The `runtime` cases are the call as users write it: a `ManagedRuntime` built from `CircuitBreakerSet.layer`, and
+ * the guarded effect built inside the loop, on every call, with the top-level `withBreaker`; against the same loop
+ * without the breaker, built the same way and run by the same runtime.
+ */
+export const closed = (settings: Settings, baseline?: Baseline): Bench => {
   const persistence = makePersistence()
   const scope = {
     bare: Effect.succeed(1),
-    service: set.withBreaker(PEER)(Effect.succeed(1)),
-    topLevel: Effect.succeed(1).pipe(withBreaker(PEER)),
-    single: Effect.succeed(1).pipe(CircuitBreaker.withBreaker(single)),
     persistence: Effect.succeed(1).pipe(persistence.execute({ key: PEER }))
   }
+  const options: SetOptions = { maxFailures: 5, idleTimeToLive: forever }
+  const runtimes: Array<ManagedRuntime.ManagedRuntime<never, unknown>> = []
+  const ours = (lib: Library, suffix: string): Array<Case> => {
+    const set = makeSet(lib, options)
+    const single = Effect.runSync(lib.CircuitBreaker.make({ name: PEER, maxFailures: 5 }))
+    const runtime = ManagedRuntime.make(lib.CircuitBreakerSet.layer(options))
+    runtimes.push(runtime)
+    // Builds the layer, so every sample runs against the runtime's cached context; the call also creates the peer's
+    // breaker, which `verify` then finds in this runtime's set.
+    runtime.runSync(Effect.succeed(1).pipe(lib.withBreaker(PEER)))
+    const runtimeSet = runtime.runSync(Effect.gen(function*() {
+      return yield* lib.CircuitBreakerSet
+    }))
+    const guarded = {
+      service: set.withBreaker(PEER)(Effect.succeed(1)),
+      topLevel: Effect.succeed(1).pipe(lib.withBreaker(PEER)),
+      single: Effect.succeed(1).pipe(lib.CircuitBreaker.withBreaker(single))
+    }
+    return [
+      {
+        name: `closed.service${suffix}`,
+        run: effectLoop(Effect, "yield* service", guarded),
+        verify: () => expectState(set, PEER, "Closed")
+      },
+      {
+        name: `closed.topLevel${suffix}`,
+        run: effectLoop(Effect, "yield* topLevel", guarded, { wrap: providing(lib, set) })
+      },
+      { name: `closed.single${suffix}`, run: effectLoop(Effect, "yield* single", guarded) },
+      {
+        name: `closed.runtime${suffix}`,
+        run: effectLoop(Effect, `yield* Effect.succeed(1).pipe(withBreaker("${PEER}"))`, {
+          withBreaker: lib.withBreaker
+        }, { runner: runtime }),
+        verify: () => {
+          expectState(runtimeSet, PEER, "Closed")
+          const { peers } = Effect.runSync(runtimeSet.snapshot)
+          if (!peers.some((p) => p.peer === PEER)) {
+            throw new Error(`bench: the runtime's set holds no breaker for ${PEER}`)
+          }
+        }
+      }
+    ]
+  }
+  const library = pairs(baseline, ours)
   const cases: Array<Case> = [
     { name: "closed.bare", run: effectLoop(Effect, "yield* bare", scope) },
-    {
-      name: "closed.service",
-      run: effectLoop(Effect, "yield* service", scope),
-      verify: () => expectState(set, PEER, "Closed")
-    },
-    { name: "closed.topLevel", run: effectLoop(Effect, "yield* topLevel", scope, { wrap: providing(set) }) },
-    { name: "closed.single", run: effectLoop(Effect, "yield* single", scope) },
+    // The bare loop in the current build's runtime: it reads nothing from the set, so it is the floor of both.
+    { name: "closed.runtime.bare", run: effectLoop(Effect, "yield* Effect.succeed(1)", {}, { runner: runtimes[0] }) },
+    ...library,
     { name: "closed.persistence", run: effectLoop(Effect, "yield* persistence", scope) }
   ]
   return {
-    group: { name: "closed", cases, ...settings },
+    group: { name: "closed", cases, ...settings, alternate: baseline !== undefined },
     rows: [
       { label: "closed: bare `yield* Effect.succeed(1)`", ns: "closed.bare" },
-      {
+      ...compared(baseline, "closed.service", "closed.bare", {
         label: "closed: set.withBreaker(peer) (service)",
-        ns: "closed.service",
-        value: ratio("closed.service", "closed.bare"),
         vs: "bare",
         target: { op: "<=", limit: 6 }
-      },
-      {
+      }),
+      ...compared(baseline, "closed.topLevel", "closed.bare", {
         label: "closed: withBreaker(peer) (top-level)",
-        ns: "closed.topLevel",
-        value: ratio("closed.topLevel", "closed.bare"),
         vs: "bare",
         target: { op: "<=", limit: 6 }
-      },
-      {
+      }),
+      ...compared(baseline, "closed.single", "closed.bare", {
         label: "closed: CircuitBreaker.withBreaker(b) (single)",
-        ns: "closed.single",
-        value: ratio("closed.single", "closed.bare"),
         vs: "bare"
-      },
+      }),
+      { label: "closed: runtime, bare `yield* Effect.succeed(1)` built per call", ns: "closed.runtime.bare" },
+      ...compared(baseline, "closed.runtime", "closed.runtime.bare", {
+        label: "closed: runtime, top-level withBreaker built per call",
+        vs: "runtime bare",
+        target: { op: "<=", limit: 6 }
+      }),
       {
         label: "closed: effect/persistence execute",
         ns: "closed.persistence",
@@ -100,33 +190,47 @@ export const closed = (settings: Settings): Bench => {
         vs: "ours is N× faster",
         target: { op: ">=", limit: 15 }
       }
-    ]
+    ],
+    dispose: () => Promise.all(runtimes.map((runtime) => runtime.dispose()))
   }
 }
 
 /** Row 2: a rejected call while the circuit is open. */
-export const open = (settings: Settings): Bench => {
-  const set = openSet(PEER)
+export const open = (settings: Settings, baseline?: Baseline): Bench => {
   const persistence = makePersistence()
   openPersistence(persistence, PEER)
   const scope = {
     failure,
-    service: set.withBreaker(PEER)(Effect.succeed(1)),
-    topLevel: Effect.succeed(1).pipe(withBreaker(PEER)),
     persistence: Effect.succeed(1).pipe(persistence.execute({ key: PEER }))
   }
-  const stillOpen = () => {
-    expectState(set, PEER, "Open")
-    expectFailureTagged(scope.service, "CircuitOpenError")
+  const ours = (lib: Library, suffix: string): Array<Case> => {
+    const set = openSet(lib, PEER)
+    const guarded = {
+      service: set.withBreaker(PEER)(Effect.succeed(1)),
+      topLevel: Effect.succeed(1).pipe(lib.withBreaker(PEER))
+    }
+    const stillOpen = () => {
+      expectState(set, PEER, "Open")
+      expectFailureTagged(guarded.service, "CircuitOpenError")
+    }
+    return [
+      {
+        name: `open.service${suffix}`,
+        run: effectLoop(Effect, "yield* Effect.exit(service)", guarded),
+        verify: stillOpen
+      },
+      {
+        name: `open.topLevel${suffix}`,
+        run: effectLoop(Effect, "yield* Effect.exit(topLevel)", guarded, { wrap: providing(lib, set) }),
+        verify: () => expectFailureTagged(providing(lib, set)(guarded.topLevel), "CircuitOpenError")
+      }
+    ]
   }
+  const library = pairs(baseline, ours)
   const cases: Array<Case> = [
     { name: "open.bare", run: effectLoop(Effect, "yield* Effect.exit(Effect.fail(failure))", scope) },
     { name: "open.failSync", run: effectLoop(Effect, "yield* Effect.exit(Effect.failSync(() => failure))", scope) },
-    { name: "open.service", run: effectLoop(Effect, "yield* Effect.exit(service)", scope), verify: stillOpen },
-    {
-      name: "open.topLevel",
-      run: effectLoop(Effect, "yield* Effect.exit(topLevel)", scope, { wrap: providing(set) })
-    },
+    ...library,
     {
       name: "open.persistence",
       run: effectLoop(Effect, "yield* Effect.exit(persistence)", scope),
@@ -134,23 +238,19 @@ export const open = (settings: Settings): Bench => {
     }
   ]
   return {
-    group: { name: "open", cases, ...settings },
+    group: { name: "open", cases, ...settings, alternate: baseline !== undefined },
     rows: [
       { label: "open: bare `Effect.exit(Effect.fail(err))`", ns: "open.bare" },
-      {
+      ...compared(baseline, "open.service", "open.bare", {
         label: "open: rejection, set.withBreaker(peer)",
-        ns: "open.service",
-        value: ratio("open.service", "open.bare"),
         vs: "bare fail",
         target: { op: "<=", limit: 5 }
-      },
-      {
+      }),
+      ...compared(baseline, "open.topLevel", "open.bare", {
         label: "open: rejection, withBreaker(peer) (top-level)",
-        ns: "open.topLevel",
-        value: ratio("open.topLevel", "open.bare"),
         vs: "bare fail",
         target: { op: "<=", limit: 5 }
-      },
+      }),
       { label: "open: floor `Effect.exit(Effect.failSync(() => err))`", ns: "open.failSync" },
       {
         label: "open: rejection (service) ÷ failSync floor",
@@ -182,41 +282,45 @@ export const open = (settings: Settings): Bench => {
  * failure. The second one cannot reach a steady state, so each of its samples starts from a fresh set and makes a
  * fixed number of calls: the window grows from 0 to `growCalls` timestamps during the sample.
  */
-export const record = (settings: Settings, growCalls: number): Bench => {
-  const tiny = makeSet({ maxFailures: 5, window: "1 nanos", idleTimeToLive: forever })
-  const scope = {
-    failure,
-    tiny: tiny.withBreaker(PEER)(Effect.fail(failure)),
-    freshGuard: () =>
-      makeSet({ maxFailures: Number.MAX_SAFE_INTEGER, idleTimeToLive: forever }).withBreaker(PEER)(
-        Effect.fail(failure)
-      )
+export const record = (settings: Settings, growCalls: number, baseline?: Baseline): Bench => {
+  const scope = { failure }
+  const ours = (lib: Library, suffix: string): Array<Case> => {
+    const tiny = makeSet(lib, { maxFailures: 5, window: "1 nanos", idleTimeToLive: forever })
+    const guarded = {
+      tiny: tiny.withBreaker(PEER)(Effect.fail(failure)),
+      freshGuard: () =>
+        makeSet(lib, { maxFailures: Number.MAX_SAFE_INTEGER, idleTimeToLive: forever }).withBreaker(PEER)(
+          Effect.fail(failure)
+        )
+    }
+    return [
+      {
+        name: `record.tinyWindow${suffix}`,
+        run: effectLoop(Effect, "yield* Effect.exit(tiny)", guarded),
+        verify: () => expectState(tiny, PEER, "Closed")
+      },
+      {
+        name: `record.growingWindow${suffix}`,
+        fixedN: growCalls,
+        run: effectLoop(Effect, "yield* Effect.exit(guarded)", guarded, { prelude: "const guarded = freshGuard()" })
+      }
+    ]
   }
+  const library = pairs(baseline, ours)
   const cases: Array<Case> = [
     { name: "record.bare", run: effectLoop(Effect, "yield* Effect.exit(Effect.fail(failure))", scope) },
     { name: "record.failSync", run: effectLoop(Effect, "yield* Effect.exit(Effect.failSync(() => failure))", scope) },
-    {
-      name: "record.tinyWindow",
-      run: effectLoop(Effect, "yield* Effect.exit(tiny)", scope),
-      verify: () => expectState(tiny, PEER, "Closed")
-    },
-    {
-      name: "record.growingWindow",
-      fixedN: growCalls,
-      run: effectLoop(Effect, "yield* Effect.exit(guarded)", scope, { prelude: "const guarded = freshGuard()" })
-    }
+    ...library
   ]
   return {
-    group: { name: "record", cases, ...settings },
+    group: { name: "record", cases, ...settings, alternate: baseline !== undefined },
     rows: [
       { label: "record: bare `Effect.exit(Effect.fail(err))`", ns: "record.bare" },
-      {
+      ...compared(baseline, "record.tinyWindow", "record.bare", {
         label: "record: maxFailures 5, window 1 nanos",
-        ns: "record.tinyWindow",
-        value: ratio("record.tinyWindow", "record.bare"),
         vs: "bare fail",
         target: { op: "<=", limit: 3 }
-      },
+      }),
       { label: "record: floor `Effect.exit(Effect.failSync(() => err))`", ns: "record.failSync" },
       {
         label: "record: maxFailures 5 ÷ failSync floor",
@@ -224,50 +328,50 @@ export const record = (settings: Settings, growCalls: number): Bench => {
         vs: "failSync floor",
         target: { op: "<=", limit: 3, source: "performance.md" }
       },
-      {
+      ...compared(baseline, "record.growingWindow", "record.bare", {
         label: `record: maxFailures MAX_SAFE, 60 s window, 0→${growCalls} in window`,
-        ns: "record.growingWindow",
-        value: ratio("record.growingWindow", "record.bare"),
         vs: "bare fail",
         target: { op: "<=", limit: 3 }
-      }
+      })
     ]
   }
 }
 
 /** Row 6: wrapping a promise. Our breaker around `Effect.tryPromise`, and cockatiel and opossum for context. */
-export const promise = (settings: Settings): Bench => {
-  const set = makeSet({ maxFailures: 5, idleTimeToLive: forever })
+export const promise = (settings: Settings, baseline?: Baseline): Bench => {
   const fn = () => Promise.resolve(1)
   const tryPromise = Effect.tryPromise(fn)
   const cockatiel = circuitBreaker(handleAll, { halfOpenAfter: 10_000, breaker: new ConsecutiveBreaker(5) })
   const opossum = new Opossum(fn, { timeout: 10_000 })
   const opossumNoTimeout = new Opossum(fn, { timeout: false })
-  const scope = { fn, tryPromise, guarded: set.withBreaker(PEER)(tryPromise), cockatiel, opossum, opossumNoTimeout }
+  const scope = { fn, tryPromise, cockatiel, opossum, opossumNoTimeout }
+  const ours = (lib: Library, suffix: string): Array<Case> => {
+    const set = makeSet(lib, { maxFailures: 5, idleTimeToLive: forever })
+    return [{
+      name: `promise.ours${suffix}`,
+      async: true,
+      run: effectLoop(Effect, "yield* guarded", { guarded: set.withBreaker(PEER)(tryPromise) }, { async: true }),
+      verify: () => expectState(set, PEER, "Closed")
+    }]
+  }
+  const library = pairs(baseline, ours)
   const cases: Array<Case> = [
     { name: "promise.bare", async: true, run: effectLoop(Effect, "yield* tryPromise", scope, { async: true }) },
-    {
-      name: "promise.ours",
-      async: true,
-      run: effectLoop(Effect, "yield* guarded", scope, { async: true }),
-      verify: () => expectState(set, PEER, "Closed")
-    },
+    ...library,
     { name: "promise.await", async: true, run: asyncLoop("await fn()", scope) },
     { name: "promise.cockatiel", async: true, run: asyncLoop("await cockatiel.execute(fn)", scope) },
     { name: "promise.opossum", async: true, run: asyncLoop("await opossum.fire()", scope) },
     { name: "promise.opossumNoTimeout", async: true, run: asyncLoop("await opossumNoTimeout.fire()", scope) }
   ]
   return {
-    group: { name: "promise", cases, ...settings },
+    group: { name: "promise", cases, ...settings, alternate: baseline !== undefined },
     rows: [
       { label: "promise: bare `yield* Effect.tryPromise(f)`", ns: "promise.bare" },
-      {
+      ...compared(baseline, "promise.ours", "promise.bare", {
         label: "promise: set.withBreaker(peer)(tryPromise)",
-        ns: "promise.ours",
-        value: ratio("promise.ours", "promise.bare"),
         vs: "bare tryPromise",
         target: { op: "<=", limit: 1.8 }
-      },
+      }),
       { label: "promise: bare `await f()`", ns: "promise.await" },
       {
         label: "promise: cockatiel execute(f)",
@@ -301,7 +405,7 @@ export const promise = (settings: Settings): Bench => {
  * the fibers really interleave instead of each finishing inside its first time slice.
  */
 export const concurrency = (settings: Settings, fibers: number, calls: number): Bench => {
-  const set = makeSet({ maxFailures: 5, idleTimeToLive: forever })
+  const set = makeSet(current, { maxFailures: 5, idleTimeToLive: forever })
   const items = Array.from({ length: fibers }, (_, i) => i)
   // One fiber's loop, compiled per case like every other loop; the effect is built once and run by every fiber.
   const fiberLoop = (effect: Effect.Effect<number, unknown>, interleave: boolean): Effect.Effect<void> =>

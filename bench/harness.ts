@@ -1,10 +1,11 @@
 /**
  * The runner: interleaved rounds, per-sample calibration, same-round ratios, medians with their spread.
  *
- * A group's cases run one sample each per round; the first case of a round rotates. During the warm-up rounds each
- * sample is calibrated to `sampleMs`; after that the number of calls per sample is frozen. A row's value (a ratio of
- * two cases, usually) is computed inside each round from samples taken less than a second apart, and the table
- * shows the median over rounds with the smallest and largest round.
+ * A group's cases run one sample each per round; the first case of a round rotates (and, in a group that
+ * `alternate`s, odd rounds run backwards). During the warm-up rounds each sample is calibrated to `sampleMs`; after
+ * that the number of calls per sample is frozen. A row's value (a ratio of two cases, usually) is computed inside
+ * each round from samples taken less than a second apart, and the table shows the median over rounds with the
+ * smallest and largest round.
  */
 
 /** One thing to time. `run(n)` makes n calls; it returns a promise when the calls are asynchronous. */
@@ -25,6 +26,11 @@ export interface Group {
   readonly warmup: number
   readonly rounds: number
   readonly sampleMs: number
+  /**
+   * Odd rounds run the cases in reverse order (still starting from a rotating case), so that of two neighbouring
+   * cases each runs first, right after the other, in half of the rounds.
+   */
+  readonly alternate?: boolean | undefined
 }
 
 /** ns per call, by case name, one entry per measured round. */
@@ -58,8 +64,10 @@ export const runGroup = async (group: Group, log: (line: string) => void): Promi
   const total = group.warmup + group.rounds
   for (let round = 0; round < total; round++) {
     const warm = round < group.warmup
-    for (let k = 0; k < group.cases.length; k++) {
-      const c = group.cases[(k + round) % group.cases.length]!
+    const count = group.cases.length
+    const backwards = group.alternate === true && round % 2 === 1
+    for (let k = 0; k < count; k++) {
+      const c = group.cases[((backwards ? count - 1 - k : k) + round) % count]!
       let n = c.fixedN ?? calls.get(c.name)
       if (warm && c.fixedN === undefined) {
         n = await calibrate(c, n, group.sampleMs)
@@ -94,7 +102,8 @@ export interface Row {
    * per-round values are dominated by noise when the difference is small; no spread is shown.
    */
   readonly fromMedians?: boolean
-  readonly unit?: "×" | "B"
+  /** `%`: a change, in per cent (`value` returns it already scaled); shown with its sign. */
+  readonly unit?: "×" | "B" | "%"
   /** What the value is relative to. */
   readonly vs?: string
   readonly target?: { readonly op: "<=" | ">="; readonly limit: number; readonly source?: string }
@@ -136,6 +145,9 @@ const fmt = (x: number): string => {
   return a >= 100 ? x.toFixed(0) : a >= 10 ? x.toFixed(1) : x.toFixed(2)
 }
 
+const fmtValue = (x: number, unit: Row["unit"]): string =>
+  unit === "%" ? `${x > 0 ? "+" : x < 0 ? "−" : "±"}${fmt(Math.abs(x))}%` : `${fmt(x)}${unit ?? "×"}`
+
 const fmtNs = (x: number): string => x >= 1000 ? Math.round(x).toLocaleString("en-US") : x.toFixed(x >= 10 ? 0 : 1)
 
 /** One Markdown table: row, ns/op, value [min–max], relative to, target, result. */
@@ -145,8 +157,12 @@ export const table = (lines: ReadonlyArray<Line>): string => {
     ns === undefined ? "" : fmtNs(ns),
     value === undefined ?
       "" :
-      `${fmt(value.median)}${row.unit ?? "×"}${
-        Number.isNaN(value.min) ? " (medians)" : ` [${fmt(value.min)}–${fmt(value.max)}]`
+      `${fmtValue(value.median, row.unit)}${
+        Number.isNaN(value.min) ?
+          " (medians)" :
+          row.unit === "%" ?
+          ` [${fmtValue(value.min, row.unit)} … ${fmtValue(value.max, row.unit)}]` :
+          ` [${fmt(value.min)}–${fmt(value.max)}]`
       }`,
     row.vs ?? "",
     row.target === undefined ?
@@ -175,7 +191,10 @@ export const compile = <F>(params: Record<string, unknown>, body: string): F => 
 
 type Loop = (n: number) => unknown
 
-/** `n` times `stmt` (which may `yield*`) in one `Effect.gen`, under one `Effect.runSync` (or `runPromise`). */
+/**
+ * `n` times `stmt` (which may `yield*`) in one `Effect.gen`, under one `Effect.runSync` (or `runPromise`), or the
+ * `runner`'s (a `ManagedRuntime`).
+ */
 export const effectLoop = (
   Effect: unknown,
   stmt: string,
@@ -186,13 +205,15 @@ export const effectLoop = (
     readonly wrap?: (effect: never) => unknown
     /** A statement run before each sample, inside the timed region (e.g. `const guarded = fresh()`). */
     readonly prelude?: string
+    /** Runs the loop instead of `Effect`: anything with `runSync` and `runPromise`, such as a `ManagedRuntime`. */
+    readonly runner?: unknown
   } = {}
 ): Loop =>
   compile<Loop>(
-    { Effect, wrap: options.wrap ?? ((effect: unknown) => effect), ...scope },
+    { Effect, wrap: options.wrap ?? ((effect: unknown) => effect), runner: options.runner ?? Effect, ...scope },
     `return function run(n) {
   ${options.prelude ?? ""}
-  return Effect.${options.async ? "runPromise" : "runSync"}(wrap(Effect.gen(function* () {
+  return runner.${options.async ? "runPromise" : "runSync"}(wrap(Effect.gen(function* () {
     for (let i = 0; i < n; i++) {
       ${stmt}
     }

@@ -4,11 +4,12 @@
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import type { SetOptions } from "../src/index.ts"
+import type { Baseline } from "./baseline.ts"
 import type { Settings } from "./groups.ts"
 import type { Case, Row, Samples } from "./harness.ts"
 import { compile, effectLoop } from "./harness.ts"
-import { forever, makeSet } from "./subjects.ts"
-import type { SetService } from "./subjects.ts"
+import { current, forever, makeSet } from "./subjects.ts"
+import type { Library, SetService } from "./subjects.ts"
 
 const gc = (globalThis as { gc?: () => void }).gc
 
@@ -30,7 +31,7 @@ const drive = (set: SetService, keys: ReadonlyArray<string>): Effect.Effect<void
   })
 
 const populatedSet = (keys: ReadonlyArray<string>, options: SetOptions = {}): SetService => {
-  const set = makeSet({ maxFailures: 5, idleTimeToLive: forever, ...options })
+  const set = makeSet(current, { maxFailures: 5, idleTimeToLive: forever, ...options })
   Effect.runSync(drive(set, keys))
   return set
 }
@@ -38,7 +39,7 @@ const populatedSet = (keys: ReadonlyArray<string>, options: SetOptions = {}): Se
 /** Whether this version of the library accepts `options` (older ones reject unknown options). */
 export const accepts = (options: SetOptions): boolean => {
   try {
-    makeSet(options)
+    makeSet(current, options)
     return true
   } catch {
     return false
@@ -52,12 +53,12 @@ export const accepts = (options: SetOptions): boolean => {
  * series live there, and a fresh one per repetition keeps the repetitions independent (the default registry lives
  * as long as the process and would keep every earlier repetition's series).
  */
-const measureOnce = (count: number, options: SetOptions): { key: number; breaker: number } => {
+const measureOnce = (lib: Library, count: number, options: SetOptions): { key: number; breaker: number } => {
   const h0 = heapUsed()
   const keys = peers(count)
   const h1 = heapUsed()
   const registry = new Map()
-  const set = makeSet({ maxFailures: 5, idleTimeToLive: forever, ...options })
+  const set = makeSet(lib, { maxFailures: 5, idleTimeToLive: forever, ...options })
   Effect.runSync(drive(set, keys).pipe(Effect.provideService(Metric.MetricRegistry, registry)))
   const h2 = heapUsed()
   // Keeps all three alive up to here.
@@ -70,17 +71,20 @@ export interface MemoryResult {
   readonly rows: ReadonlyArray<Row>
 }
 
-/** Bytes per breaker with the default options and, when this version has the option, without per-peer metrics. */
-export const measureMemory = (count: number, repetitions: number): MemoryResult => {
+/**
+ * Bytes per breaker with the default options and, when this version has the option, without per-peer metrics; with a
+ * baseline, the baseline's with the default options too, measured in the same repetitions.
+ */
+export const measureMemory = (count: number, repetitions: number, baseline?: Baseline): MemoryResult => {
   const noLabel: SetOptions = { metricPeerLabel: "none" } as SetOptions
-  const variants: Array<[string, SetOptions, string]> = [["default", {}, "default options"]]
-  if (accepts(noLabel)) variants.push(["noLabel", noLabel, "metricPeerLabel \"none\""])
+  const variants: Array<[string, Library, SetOptions, string]> = [["default", current, {}, "default options"]]
+  if (accepts(noLabel)) variants.push(["noLabel", current, noLabel, "metricPeerLabel \"none\""])
   const samples = new Map<string, Array<number>>([["memory.key", []]])
   const m = count >= 1e6 ? `${count / 1e6}M` : `${count / 1e3}k`
   const rows: Array<Row> = [
     { label: `memory: peer string + array slot (${m} peers)`, value: (at) => at("memory.key"), unit: "B" }
   ]
-  for (const [name, , label] of variants) {
+  for (const [name, , , label] of variants) {
     samples.set(`memory.${name}`, [])
     rows.push({
       label: `memory: per breaker, ${label} (${m} peers)`,
@@ -89,10 +93,30 @@ export const measureMemory = (count: number, repetitions: number): MemoryResult 
       vs: "excl. peer string",
       target: { op: "<=", limit: 250 }
     })
+    if (baseline !== undefined && name === "default") {
+      rows.push(
+        {
+          label: `  ↳ baseline ${baseline.short}`,
+          value: (at) => at("memory.default.baseline"),
+          unit: "B",
+          vs: "excl. peer string"
+        },
+        {
+          label: "  ↳ current ÷ baseline",
+          value: (at) => (at("memory.default") / at("memory.default.baseline") - 1) * 100,
+          unit: "%",
+          vs: `baseline ${baseline.short}, per repetition`
+        }
+      )
+    }
+  }
+  if (baseline !== undefined) {
+    variants.push(["default.baseline", baseline.library, {}, "baseline"])
+    samples.set("memory.default.baseline", [])
   }
   for (let r = 0; r < repetitions; r++) {
-    for (const [name, options] of variants) {
-      const { breaker, key } = measureOnce(count, options)
+    for (const [name, lib, options] of variants) {
+      const { breaker, key } = measureOnce(lib, count, options)
       samples.get(`memory.${name}`)!.push(breaker)
       if (name === "default") samples.get("memory.key")!.push(key)
     }
@@ -129,7 +153,7 @@ export const lookup = (
   settings: Settings,
   sizes: ReadonlyArray<number>
 ): { readonly group: { name: string; cases: Array<Case> } & Settings; readonly rows: Array<Row> } => {
-  const one = makeSet({ maxFailures: 5, idleTimeToLive: forever })
+  const one = makeSet(current, { maxFailures: 5, idleTimeToLive: forever })
   const cases: Array<Case> = [{
     name: "lookup.one",
     run: effectLoop(Effect, "yield* one.withBreaker(p0)(Effect.void)", { one, p0: "peer-0" })

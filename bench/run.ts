@@ -2,6 +2,19 @@
  * `npm run bench` (3 to 5 minutes) or `npm run bench -- --quick` (under 30 s). `--only closed,open` runs some
  * groups: closed, open, record, promise, fibers, memory, lookup.
  *
+ * `--baseline <git-ref>` (e.g. `npm run bench -- --baseline HEAD`, or `--baseline=main`) also runs the library as it
+ * was at that commit, side by side with the working tree's, in the same rounds: the closed, open, record and promise
+ * groups run each of the library's cases against both builds, and the memory group measures both (see baseline.ts for
+ * how the build is loaded). Each such row is then followed by "↳ baseline <sha>", the baseline's value against the
+ * same reference, and "↳ current ÷ baseline", the change in ns per call between the two builds within a round (each
+ * baseline case runs right next to its twin, and those groups alternate direction every round). The fibers and
+ * lookup groups measure the working tree only. The baseline cases lengthen those groups (a full run with a baseline
+ * took 4 min 12 s on a shared 2-core machine).
+ *
+ * How small a change it can see: with the baseline at the very code of the working tree (A/A runs), the medians of
+ * "current ÷ baseline" stayed within ±6% on that machine, so a change of a few per cent needs the same sign in
+ * repeated runs before it is a finding.
+ *
  * How it measures, and why it is built by hand:
  *
  * - A case is a loop of n calls inside one `Effect.runSync` (or one async function): one `runSync` per call would
@@ -19,6 +32,8 @@
  *
  * The method and the earlier figures are in the project's performance research notes (performance.md).
  */
+import type { Baseline } from "./baseline.ts"
+import { loadBaseline } from "./baseline.ts"
 import * as groups from "./groups.ts"
 import type { Line, Row, Samples } from "./harness.ts"
 import { evaluate, runGroup, table } from "./harness.ts"
@@ -29,6 +44,16 @@ const quick = args.includes("--quick")
 const onlyAt = args.indexOf("--only")
 const only = onlyAt >= 0 ? new Set((args[onlyAt + 1] ?? "").split(",")) : undefined
 const wanted = (name: string) => only === undefined || only.has(name)
+const baselineAt = args.findIndex((arg) => arg === "--baseline" || arg.startsWith("--baseline="))
+const baselineRef = baselineAt < 0
+  ? undefined
+  : args[baselineAt]!.startsWith("--baseline=")
+  ? args[baselineAt]!.slice("--baseline=".length)
+  : args[baselineAt + 1]
+if (baselineAt >= 0 && (baselineRef === undefined || baselineRef === "" || baselineRef.startsWith("--"))) {
+  process.stderr.write("bench: --baseline needs a git ref, e.g. --baseline HEAD\n")
+  process.exit(2)
+}
 
 const timed: groups.Settings = quick ? { warmup: 2, rounds: 5, sampleMs: 10 } : { warmup: 3, rounds: 15, sampleMs: 40 }
 const fibers: groups.Settings = quick ? { warmup: 1, rounds: 3, sampleMs: 0 } : { warmup: 2, rounds: 9, sampleMs: 0 }
@@ -46,29 +71,37 @@ const report = (samples: Samples, rows: ReadonlyArray<Row>) => {
   lines.push(...evaluate(samples, rows))
 }
 
+log(`effect-circuit bench${quick ? " (quick)" : ""}, Node ${process.version}`)
+let baseline: Baseline | undefined
+try {
+  baseline = baselineRef === undefined ? undefined : await loadBaseline(baselineRef, log)
+} catch (error) {
+  log(error instanceof Error ? error.message : String(error))
+  process.exit(2)
+}
+
 const timedBenches: Array<[string, () => groups.Bench]> = [
-  ["closed", () => groups.closed(timed)],
-  ["open", () => groups.open(timed)],
-  ["record", () => groups.record(timed, 4096)],
-  ["promise", () => groups.promise(timed)],
+  ["closed", () => groups.closed(timed, baseline)],
+  ["open", () => groups.open(timed, baseline)],
+  ["record", () => groups.record(timed, 4096, baseline)],
+  ["promise", () => groups.promise(timed, baseline)],
   ["fibers", () => groups.concurrency(fibers, 10_000, callsPerFiber)]
 ]
 
-log(`effect-circuit bench${quick ? " (quick)" : ""}, Node ${process.version}`)
 for (const [name, make] of timedBenches) {
   if (!wanted(name)) continue
   const bench = make()
   try {
     report(await runGroup(bench.group, log), bench.rows)
   } finally {
-    bench.dispose?.()
+    await bench.dispose?.()
   }
 }
 
 // Last, because they fill the heap (the lookup rows leave a million breakers on it).
 if (wanted("memory")) {
   if (canMeasureMemory) {
-    const memory = measureMemory(peerCount, memoryRepetitions)
+    const memory = measureMemory(peerCount, memoryRepetitions, baseline)
     report(memory.samples, memory.rows)
     log(`memory: ${memoryRepetitions} × ${peerCount} peers`)
   } else {
@@ -81,6 +114,11 @@ if (wanted("lookup")) {
 }
 
 log(`done in ${((performance.now() - started) / 1000).toFixed(0)} s`)
+if (baseline !== undefined) {
+  console.log(
+    `baseline: ${baseline.ref} = ${baseline.sha}; "↳ current ÷ baseline" is the change in ns per call (in bytes for memory)\n`
+  )
+}
 console.log(table(lines))
 const misses = lines.filter((line) => line.pass === false).length
 const checked = lines.filter((line) => line.pass !== undefined).length

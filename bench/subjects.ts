@@ -1,14 +1,23 @@
 /**
  * The things under test, built once, outside the timed loops: this library's set, effect's `effect/persistence`
  * breaker, and the checks that each is in the state a case claims.
+ *
+ * The library comes as an argument: the working tree's (`current`) or a `--baseline` build of it, both built by the
+ * same functions, so their cases differ in nothing but the library.
  */
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import { CircuitBreaker as Persistence } from "effect/persistence"
 import * as References from "effect/References"
 import * as Scope from "effect/Scope"
-import { CircuitBreakerSet } from "../src/index.ts"
+import * as library from "../src/index.ts"
 import type { CircuitBreakerSetService, SetOptions } from "../src/index.ts"
+import type { Library } from "./baseline.ts"
+
+export type { Library }
+
+/** The working tree's library. */
+export const current: Library = library
 
 export type SetService = CircuitBreakerSetService
 
@@ -19,20 +28,23 @@ export const failure = new Error("peer failed")
 export const forever = "1 day"
 
 /** Builds a set's service from the public layer. */
-export const makeSet = (options: SetOptions): SetService =>
+export const makeSet = (lib: Library, options: SetOptions): SetService =>
   Effect.runSync(
     Effect.gen(function*() {
-      return yield* CircuitBreakerSet
-    }).pipe(Effect.provide(CircuitBreakerSet.layer(options)))
+      return yield* lib.CircuitBreakerSet
+    }).pipe(Effect.provide(lib.CircuitBreakerSet.layer(options)))
   )
 
-/** Runs `effect` with `set` as the `CircuitBreakerSet` in context (for the top-level `withBreaker`). */
-export const providing = (set: SetService) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.provideService(effect, CircuitBreakerSet, set)
+/**
+ * Runs `effect` with `set` as the `CircuitBreakerSet` in context (for the top-level `withBreaker`). Both builds of
+ * the library use the same service key: `set` must come from `lib`.
+ */
+export const providing = (lib: Library, set: SetService) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.provideService(effect, lib.CircuitBreakerSet, set)
 
 /** A set whose breaker for `peer` is open, and stays open for a day. */
-export const openSet = (peer: string): SetService => {
-  const set = makeSet({ maxFailures: 5, resetTimeout: forever, idleTimeToLive: forever })
+export const openSet = (lib: Library, peer: string): SetService => {
+  const set = makeSet(lib, { maxFailures: 5, resetTimeout: forever, idleTimeToLive: forever })
   const failing = set.withBreaker(peer)(Effect.fail(failure))
   // Opening logs a warning: keep it out of the table.
   for (let i = 0; i < 6; i++) {

@@ -1,4 +1,5 @@
-// The README's observability and operations snippets, kept here so `npm run check` type-checks them.
+// Observability and operations recipes, linked from the README: metrics for Prometheus and OTLP, alerts on the
+// changes stream, a health endpoint, and an incident drain. `npm run check` type-checks this file.
 import { Effect, Layer, Schema, Stream } from "effect"
 import { CircuitBreakerSet, CircuitSnapshot } from "effect-circuit"
 import { FetchHttpClient } from "effect/http"

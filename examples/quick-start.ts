@@ -1,38 +1,34 @@
-// The README's quick start, kept here so `npm run check` type-checks it.
-import { Data, Effect } from "effect"
+import { Data, Duration, Effect } from "effect"
 import { CircuitBreakerSet, withBreaker } from "effect-circuit"
 
 class InventoryError extends Data.TaggedError("InventoryError")<{ readonly status: number }> {}
 
-// Your call to a remote peer. Put the timeout inside the breaker, so a slow peer counts as failing.
-const getStock = (sku: string) =>
-  Effect.tryPromise({
-    try: () =>
-      fetch(`http://inventory.internal/stock/${sku}`).then((response) => {
-        if (!response.ok) throw response.status
-        return response.json() as Promise<number>
-      }),
-    catch: (status) => new InventoryError({ status: typeof status === "number" ? status : 0 })
-  }).pipe(Effect.timeout("2 seconds"))
+// A stand-in for a remote peer: its first 4 calls fail with a 503, then it recovers.
+// For a real HTTP call, put its timeout inside the breaker, so that a slow peer counts as failing.
+let received = 0
+const getStock = Effect.suspend(() =>
+  ++received <= 4 ? Effect.fail(new InventoryError({ status: 503 })) : Effect.succeed(42)
+)
+
+const checkStock = getStock.pipe(
+  withBreaker("inventory-api"),
+  Effect.map((stock) => `${stock} in stock`),
+  // The circuit is open: the peer was not called. Serve a fallback.
+  Effect.catchTag(
+    "CircuitOpenError",
+    (error) => Effect.succeed(`not called, circuit open (retry in ${Duration.format(error.retryAfter)})`)
+  ),
+  Effect.catchTag("InventoryError", (error) => Effect.succeed(`failed with ${error.status}`))
+)
 
 const program = Effect.gen(function*() {
-  const stock = yield* getStock("sku-42").pipe(
-    withBreaker("inventory-api"),
-    // The circuit is open: the call was not made. Serve a fallback.
-    Effect.catchTag(
-      "CircuitOpenError",
-      (error) => Effect.logWarning(`inventory-api is down; retry in ${error.retryAfter}`).pipe(Effect.as(0))
-    )
-  )
-  yield* Effect.log(`stock: ${stock}`)
+  for (let call = 1; call <= 6; call++) yield* Effect.log(`call ${call}: ${yield* checkStock}`)
+  yield* Effect.sleep("1 second") // the reset timeout: the next call is a probe
+  yield* Effect.log(`call 7: ${yield* checkStock}`)
+  yield* Effect.log(`the peer received ${received} of 7 calls`)
 })
 
-// Provide the set once for the whole application.
-const BreakersLive = CircuitBreakerSet.layer({
-  maxFailures: 3, // a 4th counted failure within the window opens the circuit
-  window: "60 seconds",
-  resetTimeout: "10 seconds",
-  isFailure: (error) => !(error instanceof InventoryError && error.status === 404) // a 404 is an answer
-})
+// One set for the whole application: a 4th failure within the window (60 seconds) opens a peer's circuit.
+const BreakersLive = CircuitBreakerSet.layer({ maxFailures: 3, resetTimeout: "1 second" })
 
-export const main = program.pipe(Effect.provide(BreakersLive))
+Effect.runPromise(program.pipe(Effect.provide(BreakersLive)))

@@ -4,14 +4,7 @@
  * @since 0.1.0
  */
 import * as Duration from "effect/Duration"
-import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import * as Predicate from "effect/Predicate"
-import * as Schema from "effect/Schema"
-import * as SchemaIssue from "effect/SchemaIssue"
-import { CircuitBreakerConfigError } from "./CircuitBreakerConfigError.ts"
 import type { PeerLabel } from "./CircuitBreakerMetrics.ts"
-import type { Policy } from "./internal/machine.ts"
 
 /**
  * The options every breaker takes. All are optional.
@@ -47,7 +40,7 @@ export interface BreakerOptions {
 }
 
 /**
- * The defaults applied to options that are left out: the seed library's `maxfail=3`, `time_unit=60`,
+ * The defaults applied to options that are left out: python-circuit's `maxfail=3`, `time_unit=60`,
  * `reset_timeout=10`, and a predicate that counts every typed failure.
  *
  * @category constructors
@@ -74,151 +67,3 @@ export interface ResolvedOptions {
   readonly isFailure: (error: unknown) => boolean
   readonly metricPeerLabel: PeerLabel
 }
-
-const durationExpectation = "a finite duration of at least 1 nanosecond (a Duration, a number of milliseconds, or a " +
-  "string such as \"10 seconds\")"
-
-const toPositiveDuration = (input: unknown): Duration.Duration | undefined => {
-  if (input === null || input === undefined || typeof input === "boolean" || typeof input === "function") {
-    return undefined
-  }
-  if (typeof input === "number" && !Number.isFinite(input)) return undefined
-  // A duration object ({ seconds: 5, millis: 200 }) with a negative or non-finite part would be summed silently.
-  if (Predicate.isObject(input) && !Duration.isDuration(input) && !Array.isArray(input)) {
-    const parts = Object.values(input)
-    if (parts.length === 0 || parts.some((part) => typeof part !== "number" || !Number.isFinite(part) || part < 0)) {
-      return undefined
-    }
-  }
-  let duration: Duration.Duration
-  try {
-    duration = Duration.fromInputUnsafe(input as Duration.Input)
-  } catch {
-    return undefined
-  }
-  return Duration.isFinite(duration) && Duration.toNanosUnsafe(duration) > 0n ? duration : undefined
-}
-
-/** A `Duration.Input` that must be finite and greater than zero. */
-const PositiveDurationInput = Schema.declare(
-  (input): input is Duration.Input => toPositiveDuration(input) !== undefined,
-  { expected: durationExpectation }
-)
-
-const MaxFailures = Schema.Int.check(
-  Schema.isGreaterThanOrEqualTo(0),
-  Schema.isLessThanOrEqualTo(Number.MAX_SAFE_INTEGER)
-)
-
-const FailurePredicate = Schema.declare(
-  (input): input is (error: unknown) => boolean => typeof input === "function",
-  { expected: "a function (error: unknown) => boolean" }
-)
-
-const MetricPeerLabel = Schema.declare(
-  (input): input is PeerLabel => input === "peer" || input === "none" || typeof input === "function",
-  { expected: "\"peer\", \"none\" or a function (peer: string) => string" }
-)
-
-/**
- * The fields every breaker accepts, as schema fields. The set and the single breaker extend them.
- *
- * @internal
- */
-export const breakerFields = {
-  maxFailures: Schema.optionalKey(MaxFailures),
-  window: Schema.optionalKey(PositiveDurationInput),
-  resetTimeout: Schema.optionalKey(PositiveDurationInput),
-  isFailure: Schema.optionalKey(FailurePredicate),
-  metricPeerLabel: Schema.optionalKey(MetricPeerLabel)
-}
-
-/** @internal */
-export { PositiveDurationInput }
-
-const formatIssues = SchemaIssue.makeFormatterStandardSchemaV1()
-
-const describe = (value: unknown): string => {
-  if (typeof value === "string") return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value)
-  if (typeof value === "function") return "a function"
-  if (typeof value === "bigint") return `${value}n`
-  if (Duration.isDuration(value)) return `Duration(${Duration.format(value)})`
-  if (Array.isArray(value)) return `[${value.map(describe).join(", ")}]`
-  if (Predicate.isObject(value)) return "an object"
-  return String(value)
-}
-
-/**
- * Validates raw options against a struct schema of options, with a message that names every bad field.
- * Optional keys that are present with the value `undefined` are treated as absent.
- *
- * @internal
- */
-export const decodeOptions = <A>(
-  schema: Schema.ConstraintDecoder<A>,
-  input: unknown
-): Effect.Effect<A, CircuitBreakerConfigError> => {
-  if (input === undefined) input = {}
-  if (!Predicate.isObject(input) || Array.isArray(input)) {
-    return Effect.fail(
-      new CircuitBreakerConfigError({
-        fields: ["options"],
-        details: `options: Expected an object of options, got ${describe(input)}`
-      })
-    )
-  }
-  let present: Record<string, unknown>
-  try {
-    // Own entries only, copied with `fromEntries`: a "__proto__" key stays a key (and is reported as unknown) instead
-    // of becoming the prototype, whose properties would slip past validation.
-    present = Object.fromEntries(Object.entries(input).filter(([, value]) => value !== undefined))
-  } catch (error) {
-    return Effect.fail(
-      new CircuitBreakerConfigError({ fields: ["options"], details: `options: could not be read: ${String(error)}` })
-    )
-  }
-  const exit = Schema.decodeUnknownExit(schema)(present, { errors: "all", onExcessProperty: "error" })
-  if (Exit.isSuccess(exit)) return Effect.succeed(exit.value)
-  const error = exit.cause.reasons.find((reason) => reason._tag === "Fail")?.error
-  if (!Schema.isSchemaError(error)) return Effect.die(error)
-  const names: Array<string> = []
-  const lines: Array<string> = []
-  for (const issue of formatIssues(error.issue).issues) {
-    const name = (issue.path ?? []).map(String).join(".") || "options"
-    if (!names.includes(name)) names.push(name)
-    const message = issue.message === "Expected no excess property" ? "Unknown option" : issue.message
-    lines.push(`${name}: ${message}, got ${describe(present[name])}`)
-  }
-  return Effect.fail(new CircuitBreakerConfigError({ fields: names, details: lines.join("\n") }))
-}
-
-/**
- * Fills in the defaults of validated breaker options.
- *
- * @internal
- */
-export const resolve = (options: Schema.Struct<typeof breakerFields>["Type"]): ResolvedOptions => ({
-  maxFailures: options.maxFailures ?? defaults.maxFailures,
-  window: options.window === undefined ? defaults.window : toPositiveDuration(options.window)!,
-  resetTimeout: options.resetTimeout === undefined ? defaults.resetTimeout : toPositiveDuration(options.resetTimeout)!,
-  isFailure: options.isFailure ?? defaults.isFailure,
-  metricPeerLabel: options.metricPeerLabel ?? defaults.metricPeerLabel
-})
-
-/**
- * Converts a positive `Duration.Input` that has already passed validation.
- *
- * @internal
- */
-export const positiveDuration = (input: Duration.Input): Duration.Duration => toPositiveDuration(input)!
-
-/**
- * The pure state machine's view of resolved options: every duration in milliseconds.
- *
- * @internal
- */
-export const toPolicy = (options: ResolvedOptions): Policy => ({
-  maxFailures: options.maxFailures,
-  windowMillis: Duration.toMillis(options.window),
-  resetTimeoutMillis: Duration.toMillis(options.resetTimeout)
-})

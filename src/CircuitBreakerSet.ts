@@ -1,5 +1,5 @@
 /**
- * One circuit breaker per peer, keyed by a string: the seed library's `CircuitBreakerSet`, as an Effect service.
+ * One circuit breaker per peer, keyed by a string: python-circuit's `CircuitBreakerSet`, as an Effect service.
  *
  * @since 0.1.0
  */
@@ -7,7 +7,7 @@ import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/Config"
 import * as Context from "effect/Context"
-import * as Duration from "effect/Duration"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
@@ -15,15 +15,18 @@ import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
-import * as CircuitBreaker from "./CircuitBreaker.ts"
+import type * as Stream from "effect/Stream"
 import type { CircuitBreakerConfigError } from "./CircuitBreakerConfigError.ts"
-import * as Options from "./CircuitBreakerOptions.ts"
+import type { BreakerOptions, ResolvedOptions } from "./CircuitBreakerOptions.ts"
 import type { CircuitOpenError } from "./CircuitOpenError.ts"
-import type { CircuitSnapshot, PeerSnapshot } from "./CircuitSnapshot.ts"
-import * as CircuitState from "./CircuitState.ts"
-import type { CircuitStateChange, Reason } from "./CircuitStateChange.ts"
-import * as machine from "./internal/machine.ts"
+import type { CircuitSnapshot } from "./CircuitSnapshot.ts"
+import type { CircuitState } from "./CircuitState.ts"
+import type { CircuitStateChange } from "./CircuitStateChange.ts"
+import { makeShared } from "./internal/breaker.ts"
+import { runPeer } from "./internal/guard.ts"
+import { breakerFields, decodeOptions, positiveDuration, PositiveDurationInput, resolve } from "./internal/options.ts"
+import { invalidPeer, SetService } from "./internal/set.ts"
+import { monotonicMillis } from "./internal/time.ts"
 
 /**
  * Options of a set: the breaker options every peer's breaker uses, plus how long an idle breaker is kept.
@@ -42,13 +45,13 @@ import * as machine from "./internal/machine.ts"
  * @category models
  * @since 0.1.0
  */
-export interface SetOptions extends Options.BreakerOptions {
+export interface SetOptions extends BreakerOptions {
   readonly idleTimeToLive?: Duration.Input | undefined
 }
 
 const SetOptionsSchema = Schema.Struct({
-  ...Options.breakerFields,
-  idleTimeToLive: Schema.optionalKey(Options.PositiveDurationInput)
+  ...breakerFields,
+  idleTimeToLive: Schema.optionalKey(PositiveDurationInput)
 })
 
 /**
@@ -60,17 +63,14 @@ const SetOptionsSchema = Schema.Struct({
 export type ConfigLayerOptions = Pick<SetOptions, "isFailure" | "metricPeerLabel">
 
 const ConfigLayerOptionsSchema = Schema.Struct({
-  isFailure: Options.breakerFields.isFailure,
-  metricPeerLabel: Options.breakerFields.metricPeerLabel
+  isFailure: breakerFields.isFailure,
+  metricPeerLabel: breakerFields.metricPeerLabel
 })
 
 const defaultIdleTimeToLive = "1 minute"
 
-/**
- * The most idle breakers one call drops. Each breaker is dropped at most once after being created once, so this
- * bounds the work a single call does without letting eviction fall behind creation.
- */
-const maxEvictionsPerCall = 64
+/** The most changes a subscriber of `changes` buffers before the oldest are dropped. */
+const changesBuffer = 1024
 
 /**
  * The service a `CircuitBreakerSet` layer provides.
@@ -87,7 +87,7 @@ export interface Service {
     peer: string
   ) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | CircuitOpenError, R>
   /** The state of `peer`'s circuit at the current `Clock` time. A peer never seen is `Closed` with no failures. */
-  readonly state: (peer: string) => Effect.Effect<CircuitState.CircuitState>
+  readonly state: (peer: string) => Effect.Effect<CircuitState>
   /**
    * Every state change of every peer, as it happens. The half-open change is emitted when the probe is admitted.
    *
@@ -95,209 +95,101 @@ export interface Service {
    * blocks or slows calls. A subscription starts when the stream runs; earlier changes are not replayed.
    */
   readonly changes: Stream.Stream<CircuitStateChange>
-  /** Every peer the set currently holds, with its state, as a schema-encodable value. */
+  /**
+   * Every peer the set currently holds, with its state, as a schema-encodable value (see `CircuitSnapshot`).
+   *
+   * **Example** (The peers whose circuit is not closed)
+   *
+   * ```ts
+   * import { Effect } from "effect"
+   * import { CircuitBreakerSet } from "effect-circuit"
+   *
+   * const unhealthy = Effect.gen(function*() {
+   *   const breakers = yield* CircuitBreakerSet
+   *   const snapshot = yield* breakers.snapshot
+   *   return snapshot.peers.filter((peer) => peer.state !== "Closed").map((peer) => peer.peer)
+   * })
+   * ```
+   */
   readonly snapshot: Effect.Effect<CircuitSnapshot>
   /**
    * Closes `peer`'s circuit and empties its window; calls in flight decide nothing. It does not end an isolation.
+   *
+   * **Example** (An operator endpoint that closes a circuit)
+   *
+   * ```ts
+   * import { CircuitBreakerSet } from "effect-circuit"
+   *
+   * const resetPeer = (peer: string) => CircuitBreakerSet.use((breakers) => breakers.reset(peer))
+   * ```
    */
   readonly reset: (peer: string) => Effect.Effect<void>
   /**
    * Holds `peer`'s circuit open, rejecting every call with `CircuitOpenError` (`retryAfter` = `resetTimeout`), until
    * the scope closes, even past `resetTimeout`. Isolations stack: the last release closes the circuit with an empty
    * window.
+   *
+   * **Example** (Keeping calls off a peer during its maintenance window)
+   *
+   * ```ts
+   * import { Effect } from "effect"
+   * import { CircuitBreakerSet } from "effect-circuit"
+   *
+   * declare const migrateDatabase: Effect.Effect<void>
+   *
+   * const maintenance = Effect.scoped(
+   *   Effect.gen(function*() {
+   *     const breakers = yield* CircuitBreakerSet
+   *     yield* breakers.isolate("orders-db") // released when the scope closes
+   *     yield* migrateDatabase
+   *   })
+   * )
+   * ```
    */
   readonly isolate: (peer: string) => Effect.Effect<void, never, Scope.Scope>
   /** The validated options every breaker of the set uses. */
-  readonly options: Options.ResolvedOptions & { readonly idleTimeToLive: Duration.Duration }
+  readonly options: ResolvedOptions & { readonly idleTimeToLive: Duration.Duration }
 }
 
 /**
- * The set's own peer look-up, on the service it builds, so the top-level `withBreaker` admits a call without building
- * a second guarded effect per call.
- */
-const lookupKey = Symbol.for("effect-circuit/CircuitBreakerSet/lookup")
-
-interface ServiceImpl extends Service {
-  readonly [lookupKey]: (peer: string, context: Context.Context<never>) => CircuitBreaker.Breaker
-}
-
-const invalidPeer = (peer: unknown) =>
-  Effect.die(new TypeError(`CircuitBreakerSet: a peer must be a string, got ${peer === null ? "null" : typeof peer}`))
-
-/** The most changes a subscriber of `changes` buffers before the oldest are dropped. */
-const changesBuffer = 1024
-
-/**
- * Builds the set's service. Most programs use `CircuitBreakerSet.layer` instead.
+ * Builds the set's service. Most programs use `CircuitBreakerSet.layer` instead; `make` is for building a set
+ * inside your own layer or scope.
+ *
+ * **Details**
+ *
+ * Options are validated first: bad values fail with `CircuitBreakerConfigError`. The set's `changes` stream ends
+ * when the scope closes.
+ *
+ * **Example** (A set built in a scope)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { CircuitBreakerSet } from "effect-circuit"
+ *
+ * const program = Effect.scoped(
+ *   Effect.gen(function*() {
+ *     const breakers = yield* CircuitBreakerSet.make({ maxFailures: 5 })
+ *     return yield* Effect.succeed("pong").pipe(breakers.withBreaker("payments"))
+ *   })
+ * )
+ * // Effect.runSync(program) => "pong"
+ * ```
  *
  * @category constructors
  * @since 0.1.0
  */
-export const make = (options?: SetOptions): Effect.Effect<Service, CircuitBreakerConfigError, Scope.Scope> =>
-  Effect.gen(function*() {
-    const decoded = yield* Options.decodeOptions(SetOptionsSchema, options)
-    const resolved = Options.resolve(decoded)
-    const idleTimeToLive = Options.positiveDuration(decoded.idleTimeToLive ?? defaultIdleTimeToLive)
+export const make: (options?: SetOptions) => Effect.Effect<Service, CircuitBreakerConfigError, Scope.Scope> = Effect
+  .fnUntraced(function*(options?: SetOptions) {
+    const decoded = yield* decodeOptions(SetOptionsSchema, options)
     const changes = yield* Effect.acquireRelease(PubSub.sliding<CircuitStateChange>(changesBuffer), PubSub.shutdown)
     const context = yield* Effect.context<never>()
-    const origin = CircuitBreaker.monotonicMillis(Context.get(context, Clock.Clock))
-    return makeService(CircuitBreaker.makeSettings(resolved, context, changes), changes, idleTimeToLive, origin)
+    return new SetService(
+      makeShared(resolve(decoded), context, changes),
+      changes,
+      positiveDuration(decoded.idleTimeToLive ?? defaultIdleTimeToLive),
+      monotonicMillis(Context.get(context, Clock.Clock))
+    )
   })
-
-const makeService = (
-  settings: CircuitBreaker.Settings,
-  changes: PubSub.PubSub<CircuitStateChange>,
-  idleTimeToLive: Duration.Duration,
-  origin: number
-): Service => {
-  const ttl = Duration.toMillis(idleTimeToLive)
-  // Eviction times are whole milliseconds since `origin`: a move is stamped rounded up and the present rounded
-  // down, so rounding can only make a breaker look idle for less time than it was, never more.
-  const stamp = (now: number): number => Math.ceil(now - origin)
-  const idleFor = (breaker: CircuitBreaker.Breaker, now: number): number => Math.floor(now - origin) - breaker.movedAt
-  // Eviction without a clock read per call: a call only sets its breaker's `touched` flag. Sweeps run when the set
-  // reads the clock anyway (creating a breaker, snapshots, operator actions), on every 64th call, and on every call
-  // while a backlog remains. The map is kept in order of `movedAt`; a sweep walks it from the front, looks at 64
-  // breakers at most, and stops at the first breaker moved less than a TTL ago. A breaker it finds touched, busy or
-  // not back to a fresh state has its flag cleared and goes to the back; one untouched for a whole TTL since its last
-  // move has started no call for a TTL, and is dropped. So a breaker is never dropped early, and an idle one goes
-  // within about two TTLs of its last call while calls arrive.
-  const breakers = new Map<string, CircuitBreaker.Breaker>()
-  let sweepDueAt = Number.POSITIVE_INFINITY
-  // A sweep that stopped at its limit leaves a backlog: every call then sweeps, until the backlog is gone.
-  let backlog = false
-  let calls = 0
-  const perPeerSeries = settings.options.metricPeerLabel === "peer"
-
-  const drop = (peer: string, breaker: CircuitBreaker.Breaker): void => {
-    breakers.delete(peer)
-    breaker.dropped = true
-    // Per-peer series go with the breaker, or an unbounded population of peers would grow the metric registry.
-    if (perPeerSeries) breaker.series.release()
-  }
-
-  const sweep = (now: number): void => {
-    backlog = false
-    let examined = 0
-    for (const [peer, breaker] of breakers) {
-      if (idleFor(breaker, now) < ttl) {
-        sweepDueAt = origin + breaker.movedAt + ttl
-        return
-      }
-      if (examined++ === maxEvictionsPerCall) {
-        sweepDueAt = now
-        backlog = true
-        return
-      }
-      if (breaker.touched || breaker.inFlight > 0 || !machine.isIdle(breaker.state, now, settings.policy)) {
-        breaker.touched = false
-        breakers.delete(peer)
-        breakers.set(peer, breaker)
-        breaker.movedAt = stamp(now)
-      } else {
-        drop(peer, breaker)
-      }
-    }
-    sweepDueAt = Number.POSITIVE_INFINITY
-  }
-
-  /** Runs a sweep if one is due at monotonic time `now`. */
-  const observe = (now: number): void => {
-    if (now >= sweepDueAt) sweep(now)
-  }
-
-  const create = (peer: string, now: number): CircuitBreaker.Breaker => {
-    observe(now)
-    const breaker = new CircuitBreaker.Breaker(peer, settings)
-    breaker.movedAt = stamp(now)
-    breakers.set(peer, breaker)
-    if (sweepDueAt === Number.POSITIVE_INFINITY) sweepDueAt = now + ttl
-    return breaker
-  }
-
-  const lookup = (peer: string, context: Context.Context<never>): CircuitBreaker.Breaker => {
-    calls = (calls + 1) & 63
-    if (calls === 0 || backlog) observe(CircuitBreaker.monotonicMillis(Context.get(context, Clock.Clock)))
-    const breaker = breakers.get(peer)
-    if (breaker === undefined) return create(peer, CircuitBreaker.monotonicMillis(Context.get(context, Clock.Clock)))
-    breaker.touched = true
-    return breaker
-  }
-
-  /** Runs an operator's change on `peer`'s breaker, creating it if the set does not hold it. */
-  const operate = (
-    peer: string,
-    change: (state: machine.State, now: number, wall: machine.WallClock) => machine.State,
-    reason: Reason
-  ): Effect.Effect<void> =>
-    typeof peer !== "string" ? invalidPeer(peer) : Effect.withFiber((fiber) => {
-      const clock = Context.get(fiber.context, Clock.Clock)
-      const now = CircuitBreaker.monotonicMillis(clock)
-      observe(now)
-      const breaker = breakers.get(peer) ?? create(peer, now)
-      breaker.touched = true
-      return CircuitBreaker.operateUnsafe(breaker, change, reason, clock)
-    })
-
-  const snapshot = Effect.clockWith((clock) =>
-    Effect.sync((): CircuitSnapshot => {
-      const now = CircuitBreaker.monotonicMillis(clock)
-      observe(now)
-      const at = clock.currentTimeMillisUnsafe()
-      const peers: Array<PeerSnapshot> = []
-      for (const [peer, breaker] of breakers) {
-        const state = CircuitState.fromMachine(breaker.state, now, at, settings.policy)
-        switch (state._tag) {
-          case "Closed":
-            peers.push({ peer, state: "Closed", failures: state.failures })
-            break
-          case "Open":
-            peers.push({
-              peer,
-              state: "Open",
-              failures: 0,
-              openedAt: state.openedAt,
-              probeAt: state.probeAt,
-              isolated: state.isolated
-            })
-            break
-          case "HalfOpen":
-            peers.push({
-              peer,
-              state: "HalfOpen",
-              failures: 0,
-              openedAt: state.openedAt,
-              probeAt: at + Duration.toMillis(state.retryAfter)
-            })
-            break
-        }
-      }
-      return { at, peers }
-    })
-  )
-
-  const service: ServiceImpl = {
-    [lookupKey]: lookup,
-    withBreaker: (peer) => {
-      if (typeof peer !== "string") return () => invalidPeer(peer)
-      return (self) => CircuitBreaker.guard((context) => lookup(peer, context), self)
-    },
-    state: (peer) => {
-      if (typeof peer !== "string") return invalidPeer(peer)
-      return CircuitBreaker.stateOf(() => breakers.get(peer)?.state ?? machine.initial, settings.policy)
-    },
-    changes: Stream.fromPubSub(changes),
-    snapshot,
-    reset: (peer) => operate(peer, machine.reset, "reset"),
-    isolate: (peer) =>
-      Effect.acquireRelease(
-        operate(peer, machine.isolate, "isolated"),
-        () => operate(peer, machine.release, "released")
-      ),
-    options: { ...settings.options, idleTimeToLive }
-  }
-  return service
-}
 
 /**
  * The set of circuit breakers, one per peer, as an Effect service.
@@ -330,6 +222,7 @@ const makeService = (
  * Effect.runPromise(program.pipe(Effect.provide(CircuitBreakerSet.layer({ maxFailures: 5 }))))
  * ```
  *
+ * @see {@link withBreaker} to guard a call with the set in the context
  * @category services
  * @since 0.1.0
  */
@@ -337,13 +230,21 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
   "effect-circuit/CircuitBreakerSet"
 ) {
   /**
+   * Builds the set's service in the current scope; see the module's `make`.
+   *
+   * @category constructors
+   * @since 0.1.0
+   */
+  static readonly make = make
+
+  /**
    * A layer providing a set whose breakers all use `options`. Fails with `CircuitBreakerConfigError`, naming each
    * invalid field, if the options are invalid.
    *
    * **Example** (Providing the set)
    *
    * ```ts
-   * import { Effect, Predicate } from "effect"
+   * import { Predicate } from "effect"
    * import { CircuitBreakerSet } from "effect-circuit"
    *
    * const BreakersLive = CircuitBreakerSet.layer({
@@ -353,6 +254,9 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
    *   isFailure: Predicate.isTagged("Timeout")
    * })
    * ```
+   *
+   * @category layers
+   * @since 0.1.0
    */
   static readonly layer = (options?: SetOptions): Layer.Layer<CircuitBreakerSet, CircuitBreakerConfigError> =>
     Layer.effect(CircuitBreakerSet, make(options))
@@ -377,6 +281,9 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
    * // CIRCUIT_MAX_FAILURES=5 CIRCUIT_WINDOW="30 seconds" node app.js
    * const BreakersLive = CircuitBreakerSet.layerConfig({ isFailure: Predicate.isTagged("Timeout") })
    * ```
+   *
+   * @category layers
+   * @since 0.1.0
    */
   static readonly layerConfig = (
     options?: ConfigLayerOptions
@@ -385,7 +292,7 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
       CircuitBreakerSet,
       Effect.gen(function*() {
         // Validated first, so an option that belongs in the environment is reported rather than overwritten.
-        yield* Options.decodeOptions(ConfigLayerOptionsSchema, options)
+        yield* decodeOptions(ConfigLayerOptionsSchema, options)
         const config = yield* Config.all({
           maxFailures: Config.option(Config.Int("CIRCUIT_MAX_FAILURES")),
           window: Config.option(Config.Duration("CIRCUIT_WINDOW")),
@@ -431,6 +338,7 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
  * )
  * ```
  *
+ * @see {@link CircuitBreakerSet} for the layer to provide
  * @category combinators
  * @since 0.1.0
  */
@@ -445,15 +353,9 @@ export const withBreaker: {
     self: Effect.Effect<A, E, R>,
     peer: string
   ): Effect.Effect<A, E | CircuitOpenError, R | CircuitBreakerSet> =>
-    typeof peer !== "string" ? invalidPeer(peer) : CircuitBreaker.guard(
-      (context) => {
-        const set = Context.get(context as Context.Context<CircuitBreakerSet>, CircuitBreakerSet) as Partial<
-          ServiceImpl
-        >
-        return set[lookupKey]?.(peer, context)
-      },
-      self,
+    typeof peer !== "string" ? invalidPeer(peer) : Effect.withFiber((fiber) => {
+      const set = Context.getUnsafe(fiber.context, CircuitBreakerSet)
       // A service built some other way (a test double, say) guards the call itself.
-      (context) => Context.get(context as Context.Context<CircuitBreakerSet>, CircuitBreakerSet).withBreaker(peer)(self)
-    )
+      return set instanceof SetService ? runPeer(fiber, set.registry, peer, self) : set.withBreaker(peer)(self)
+    })
 )

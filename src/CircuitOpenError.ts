@@ -56,24 +56,3 @@ export class CircuitOpenError extends Schema.TaggedError<CircuitOpenError>()("Ci
     }`
   }
 }
-
-/** `Error.stackTraceLimit` is a V8 extension (Node, Deno, Bun, Chromium); elsewhere setting it is harmless. */
-const V8Error = Error as ErrorConstructor & { stackTraceLimit?: number | undefined }
-
-/**
- * Builds a `CircuitOpenError` without capturing a stack trace.
- *
- * Capturing a stack costs microseconds, far more than the rest of a rejection, and says nothing useful: the breaker
- * rejected the call before it ran.
- *
- * @internal
- */
-export const makeCircuitOpenError = (peer: string, retryAfterMillis: number): CircuitOpenError => {
-  const limit = V8Error.stackTraceLimit
-  V8Error.stackTraceLimit = 0
-  try {
-    return new CircuitOpenError({ peer, retryAfter: Duration.millis(retryAfterMillis) }, { disableChecks: true })
-  } finally {
-    V8Error.stackTraceLimit = limit
-  }
-}

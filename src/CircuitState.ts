@@ -4,7 +4,6 @@
  * @since 0.1.0
  */
 import * as Duration from "effect/Duration"
-import * as machine from "./internal/machine.ts"
 
 /**
  * The circuit lets calls through and counts failures in its sliding window.
@@ -93,50 +92,34 @@ export interface HalfOpen {
 export type CircuitState = Closed | Open | HalfOpen
 
 /**
- * Computes the public view of a machine state at monotonic time `now` and wall time `wallNow`.
+ * Whether the circuit lets calls through.
  *
- * @internal
+ * **Example** (Gating a health check on the state)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { CircuitBreakerSet, CircuitState } from "effect-circuit"
+ *
+ * const healthy = Effect.map(CircuitBreakerSet.use((set) => set.state("payments")), CircuitState.isClosed)
+ * ```
+ *
+ * @category guards
+ * @since 0.1.0
  */
-export const fromMachine = (
-  state: machine.State,
-  now: number,
-  wallNow: number,
-  policy: machine.Policy
-): CircuitState => {
-  switch (state._tag) {
-    case "Closed":
-      return { _tag: "Closed", failures: machine.failuresInWindow(state, now, policy) }
-    case "Open": {
-      const remaining = policy.resetTimeoutMillis - (now - state.openedAt)
-      if (remaining > 0) {
-        return {
-          _tag: "Open",
-          openedAt: state.openedAtWall,
-          probeAt: wallNow + remaining,
-          retryAfter: Duration.millis(remaining),
-          isolated: false
-        }
-      }
-      return { _tag: "HalfOpen", openedAt: state.openedAtWall, probeInFlight: false, retryAfter: Duration.zero }
-    }
-    case "Isolated":
-      return {
-        _tag: "Open",
-        openedAt: state.openedAtWall,
-        probeAt: wallNow + policy.resetTimeoutMillis,
-        retryAfter: Duration.millis(policy.resetTimeoutMillis),
-        isolated: true
-      }
-    case "HalfOpen": {
-      const remaining = policy.resetTimeoutMillis - (now - state.probeStartedAt)
-      return state.probeInFlight && remaining > 0
-        ? {
-          _tag: "HalfOpen",
-          openedAt: state.openedAtWall,
-          probeInFlight: true,
-          retryAfter: Duration.millis(remaining)
-        }
-        : { _tag: "HalfOpen", openedAt: state.openedAtWall, probeInFlight: false, retryAfter: Duration.zero }
-    }
-  }
-}
+export const isClosed = (state: CircuitState): state is Closed => state._tag === "Closed"
+
+/**
+ * Whether the circuit rejects every call (it is open, or isolated by an operator).
+ *
+ * @category guards
+ * @since 0.1.0
+ */
+export const isOpen = (state: CircuitState): state is Open => state._tag === "Open"
+
+/**
+ * Whether the open period is over and the circuit is probing the peer (or ready to).
+ *
+ * @category guards
+ * @since 0.1.0
+ */
+export const isHalfOpen = (state: CircuitState): state is HalfOpen => state._tag === "HalfOpen"

@@ -29,7 +29,7 @@ export { CircuitBreakerSet, withBreaker } from "./CircuitBreakerSet.ts"
 /**
  * @since 0.1.0
  */
-export type { Service as CircuitBreakerSetService, SetOptions } from "./CircuitBreakerSet.ts"
+export type { ConfigLayerOptions, Service as CircuitBreakerSetService, SetOptions } from "./CircuitBreakerSet.ts"
 
 /**
  * @since 0.1.0
@@ -37,11 +37,11 @@ export type { Service as CircuitBreakerSetService, SetOptions } from "./CircuitB
 export { CircuitOpenError } from "./CircuitOpenError.ts"
 
 /**
- * The state of a circuit: `Closed`, `Open` or `HalfOpen`.
+ * The state of a circuit: `Closed`, `Open` or `HalfOpen`, with guards (`CircuitState.isOpen`, …).
  *
  * @since 0.1.0
  */
-export type * as CircuitState from "./CircuitState.ts"
+export * as CircuitState from "./CircuitState.ts"
 
 /**
  * The metrics every breaker records.

@@ -2,13 +2,13 @@ import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Exit, Ref } from "effect"
 import { TestClock } from "effect/testing"
 import { CircuitBreaker } from "../src/index.ts"
-import { repeat } from "./utils.ts"
+import { expectRejection, repeat } from "./utils.ts"
 
-/** The seed's `handle_error(ValueError)`: only this error type counts. */
+/** python-circuit's `handle_error(ValueError)`: only this error type counts. */
 class ValueError extends Error {}
 class KeyError extends Error {}
 
-const seedBreaker = CircuitBreaker.make({
+const pythonCircuitBreaker = CircuitBreaker.make({
   name: "my-remote-peer",
   maxFailures: 2,
   window: "60 seconds",
@@ -18,10 +18,10 @@ const seedBreaker = CircuitBreaker.make({
 
 const stateTag = (breaker: CircuitBreaker.CircuitBreaker) => Effect.map(CircuitBreaker.state(breaker), (s) => s._tag)
 
-describe("the seed's own test cases", () => {
+describe("python-circuit's own test cases", () => {
   it.effect("unhandled errors pass through and are not counted", () =>
     Effect.gen(function*() {
-      const breaker = yield* seedBreaker
+      const breaker = yield* pythonCircuitBreaker
       for (let i = 0; i < 10; i++) {
         const exit = yield* Effect.exit(Effect.fail(new KeyError("nope")).pipe(CircuitBreaker.withBreaker(breaker)))
         assert.isTrue(Exit.isFailure(exit))
@@ -31,7 +31,7 @@ describe("the seed's own test cases", () => {
 
   it.effect("handled errors are counted", () =>
     Effect.gen(function*() {
-      const breaker = yield* seedBreaker
+      const breaker = yield* pythonCircuitBreaker
       const error = yield* Effect.flip(Effect.fail(new ValueError("oh no")).pipe(CircuitBreaker.withBreaker(breaker)))
       assert.instanceOf(error, ValueError)
       assert.deepStrictEqual(yield* CircuitBreaker.state(breaker), { _tag: "Closed", failures: 1 })
@@ -39,14 +39,14 @@ describe("the seed's own test cases", () => {
 
   it.effect("the circuit opens on errors", () =>
     Effect.gen(function*() {
-      const breaker = yield* seedBreaker
+      const breaker = yield* pythonCircuitBreaker
       yield* repeat(Effect.fail(new ValueError()).pipe(CircuitBreaker.withBreaker(breaker)), 3)
       assert.strictEqual(yield* stateTag(breaker), "Open")
     }))
 
   it.effect("infrequent errors are allowed", () =>
     Effect.gen(function*() {
-      const breaker = yield* seedBreaker
+      const breaker = yield* pythonCircuitBreaker
       for (let i = 0; i < 20; i++) {
         yield* Effect.exit(Effect.fail(new ValueError()).pipe(CircuitBreaker.withBreaker(breaker)))
         yield* TestClock.adjust("30 seconds")
@@ -56,7 +56,7 @@ describe("the seed's own test cases", () => {
 
   it.effect("a successful probe closes the circuit", () =>
     Effect.gen(function*() {
-      const breaker = yield* seedBreaker
+      const breaker = yield* pythonCircuitBreaker
       yield* repeat(Effect.fail(new ValueError()).pipe(CircuitBreaker.withBreaker(breaker)), 3)
       yield* TestClock.adjust("10 seconds")
       assert.strictEqual(yield* stateTag(breaker), "HalfOpen")
@@ -66,14 +66,12 @@ describe("the seed's own test cases", () => {
 
   it.effect("an open circuit fails fast, naming the peer", () =>
     Effect.gen(function*() {
-      const breaker = yield* seedBreaker
+      const breaker = yield* pythonCircuitBreaker
       yield* repeat(Effect.fail(new ValueError()).pipe(CircuitBreaker.withBreaker(breaker)), 3)
       const calls = yield* Ref.make(0)
-      const error = yield* Effect.flip(
-        Ref.update(calls, (n) => n + 1).pipe(CircuitBreaker.withBreaker(breaker))
-      )
+      const error = yield* expectRejection(Ref.update(calls, (n) => n + 1).pipe(CircuitBreaker.withBreaker(breaker)))
       assert.strictEqual(error._tag, "CircuitOpenError")
-      assert.strictEqual(error._tag === "CircuitOpenError" && error.peer, "my-remote-peer")
+      assert.strictEqual(error.peer, "my-remote-peer")
       assert.strictEqual(yield* Ref.get(calls), 0)
     }))
 })
@@ -92,7 +90,7 @@ describe("CircuitBreaker", () => {
       const breaker = yield* CircuitBreaker.make({ maxFailures: 0 })
       assert.strictEqual(breaker.name, "default")
       yield* Effect.exit(Effect.fail("x").pipe(CircuitBreaker.withBreaker(breaker)))
-      const error = yield* Effect.flip(Effect.void.pipe(CircuitBreaker.withBreaker(breaker)))
+      const error = yield* expectRejection(Effect.void.pipe(CircuitBreaker.withBreaker(breaker)))
       assert.strictEqual(error.peer, "default")
     }))
 

@@ -65,7 +65,13 @@ describe("hostile options", () => {
       const error = yield* Effect.flip(buildSet({ maxFailures: -1, window: "x", resetTimeout: 0, typo: 1 }))
       assert.deepStrictEqual([...error.fields].sort(), ["maxFailures", "resetTimeout", "typo", "window"])
       assert.include(error.message, "typo: Unknown option")
-      assert.include(error.message, "maxFailures: Expected a value greater than or equal to 0, got -1")
+      // One line per field: its name, why (Effect's Schema words it), and the bad value.
+      assert.match(error.message, /^maxFailures: .+, got -1$/m)
+
+      const another = yield* Effect.flip(buildSet({ maxFailures: -1.5, window: 0, resetTimeout: "soon", isFailure: 3 }))
+      assert.strictEqual(another._tag, "CircuitBreakerConfigError")
+      assert.deepStrictEqual([...another.fields].sort(), ["isFailure", "maxFailures", "resetTimeout", "window"])
+      for (const field of ["maxFailures", "window", "resetTimeout", "isFailure"]) assert.include(another.message, field)
     }))
 
   for (const options of [null, 5, "options", [1]]) {

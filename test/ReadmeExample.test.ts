@@ -1,4 +1,4 @@
-// The README's "Testing with TestClock" example, verbatim, so the README cannot drift from what works.
+// A breaker driven through every state by TestClock, with a fresh layer for the test.
 import { assert, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { CircuitBreakerSet, withBreaker } from "effect-circuit"

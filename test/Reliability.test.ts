@@ -1,49 +1,33 @@
 import { assert, describe, it } from "@effect/vitest"
-import {
-  Cause,
-  Clock,
-  Deferred,
-  Duration,
-  Effect,
-  Exit,
-  Fiber,
-  Layer,
-  Logger,
-  Metric,
-  Predicate,
-  Ref,
-  References,
-  Stream
-} from "effect"
+import { Clock, Deferred, Duration, Effect, Fiber, Layer, Logger, Ref, References, Stream } from "effect"
 import { TestClock } from "effect/testing"
-import { CircuitBreakerMetrics, CircuitBreakerSet, type SetOptions, withBreaker } from "../src/index.ts"
-import { Boom, type CapturedLog, captureLogs } from "./utils.ts"
+import { CircuitBreakerMetrics, CircuitBreakerSet, withBreaker } from "../src/index.ts"
+import {
+  type CapturedLog,
+  captureLogs,
+  count,
+  failing,
+  forkAdmitted,
+  isRejection,
+  makeCountdown,
+  provideSet,
+  state
+} from "./utils.ts"
 
-const freshRegistry = Layer.sync(Metric.MetricRegistry, () => new Map())
-
-const provideSet = (options?: SetOptions) =>
-  Effect.provide(CircuitBreakerSet.layer(options).pipe(Layer.provideMerge(freshRegistry)))
-
-const state = (peer: string) => CircuitBreakerSet.use((set) => set.state(peer))
-
-const isRejection = (exit: Exit.Exit<unknown, unknown>) =>
-  Exit.isFailure(exit) &&
-  Cause.findErrorOption(exit.cause).pipe((error) =>
-    error._tag === "Some" && Predicate.isTagged(error.value, "CircuitOpenError")
-  )
-
-const failuresCounted = Effect.map(
-  Metric.value(Metric.withAttributes(CircuitBreakerMetrics.calls, { peer: "p", outcome: "failure" })),
-  (s) => s.count
-)
+const failuresCounted = count(CircuitBreakerMetrics.calls, { peer: "p", outcome: "failure" })
 
 /** Starts `callers` calls on peer "p" that are all admitted while closed, then lets them all fail at once. */
 const failTogether = (callers: number) =>
   Effect.gen(function*() {
     const gate = yield* Deferred.make<void>()
-    const call = Deferred.await(gate).pipe(Effect.andThen(Effect.fail(new Boom())), withBreaker("p"))
+    const admitted = yield* makeCountdown(callers)
+    const call = admitted.arrive.pipe(
+      Effect.andThen(Deferred.await(gate)),
+      Effect.andThen(failing),
+      withBreaker("p")
+    )
     const fibers = yield* Effect.forEach(Array.from({ length: callers }), () => Effect.forkChild(Effect.exit(call)))
-    yield* Effect.yieldNow
+    yield* admitted.allArrived
     yield* Deferred.succeed(gate, undefined)
     yield* Effect.forEach(fibers, Fiber.join, { discard: true })
   })
@@ -61,10 +45,8 @@ describe("concurrency", () => {
     return Effect.gen(function*() {
       yield* failTogether(10_000)
       assert.strictEqual((yield* state("p"))._tag, "Open")
-      const opened = yield* Metric.value(
-        Metric.withAttributes(CircuitBreakerMetrics.transitions, { peer: "p", from: "Closed", to: "Open" })
-      )
-      assert.strictEqual(opened.count, 1)
+      const opened = { peer: "p", from: "Closed", to: "Open" }
+      assert.strictEqual(yield* count(CircuitBreakerMetrics.transitions, opened), 1)
       assert.strictEqual(logs.filter((log) => log.message.startsWith("Circuit opened")).length, 1)
       // All 10,000 ran (they were admitted while closed) and all were counted as failures by the metrics.
       assert.strictEqual(yield* failuresCounted, 10_000)
@@ -75,7 +57,7 @@ describe("concurrency", () => {
 describe("interruption anywhere", () => {
   const halfOpen = (peer: string) =>
     Effect.gen(function*() {
-      yield* Effect.exit(Effect.fail(new Boom()).pipe(withBreaker(peer)))
+      yield* Effect.exit(failing.pipe(withBreaker(peer)))
       yield* TestClock.adjust("10 seconds")
       assert.deepStrictEqual(yield* state(peer), {
         _tag: "HalfOpen",
@@ -121,12 +103,14 @@ describe("interruption anywhere", () => {
   it.effect("a probe interrupted while its own finalizer runs gives its slot back once the finalizer ends", () =>
     Effect.gen(function*() {
       yield* halfOpen("p")
+      const cleaning = yield* Deferred.make<void>()
       const cleanup = yield* Deferred.make<void>()
-      const probe = Effect.never.pipe(Effect.onInterrupt(() => Deferred.await(cleanup)))
-      const fiber = yield* Effect.forkChild(probe.pipe(withBreaker("p")))
-      yield* Effect.yieldNow
+      const probe = Effect.never.pipe(
+        Effect.onInterrupt(() => Effect.andThen(Deferred.succeed(cleaning, undefined), Deferred.await(cleanup)))
+      )
+      const fiber = yield* forkAdmitted(probe, withBreaker("p"))
       const interrupting = yield* Effect.forkChild(Fiber.interrupt(fiber))
-      yield* Effect.yieldNow
+      yield* Deferred.await(cleaning)
       // Still cleaning up: the probe holds its slot, so a second caller is rejected.
       assert.isTrue(isRejection(yield* Effect.exit(Effect.void.pipe(withBreaker("p")))))
       yield* Deferred.succeed(cleanup, undefined)
@@ -137,12 +121,14 @@ describe("interruption anywhere", () => {
   it.effect("interrupting calls while closed or open never counts and never wedges", () =>
     Effect.gen(function*() {
       for (let i = 0; i < 20; i++) {
-        const fiber = yield* Effect.forkChild(Effect.never.pipe(withBreaker("p")))
-        if (i % 2 === 0) yield* Effect.yieldNow
+        // Every other call is interrupted once admitted, the others before they start.
+        const fiber = i % 2 === 0
+          ? yield* forkAdmitted(Effect.never, withBreaker("p"))
+          : yield* Effect.forkChild(Effect.never.pipe(withBreaker("p")))
         yield* Fiber.interrupt(fiber)
       }
       assert.deepStrictEqual(yield* state("p"), { _tag: "Closed", failures: 0 })
-      yield* Effect.exit(Effect.fail(new Boom()).pipe(withBreaker("p")))
+      yield* Effect.exit(failing.pipe(withBreaker("p")))
       for (let i = 0; i < 20; i++) {
         const fiber = yield* Effect.forkChild(Effect.never.pipe(withBreaker("p")))
         yield* Fiber.interrupt(fiber)
@@ -155,8 +141,7 @@ describe("interruption anywhere", () => {
   it.effect("a probe that never finishes loses its slot after resetTimeout", () =>
     Effect.gen(function*() {
       yield* halfOpen("p")
-      yield* Effect.forkChild(Effect.never.pipe(withBreaker("p")))
-      yield* Effect.yieldNow
+      yield* forkAdmitted(Effect.never, withBreaker("p"))
       yield* TestClock.adjust(Duration.millis(9_999))
       assert.isTrue(isRejection(yield* Effect.exit(Effect.void.pipe(withBreaker("p")))))
       yield* TestClock.adjust(Duration.millis(1))
@@ -178,7 +163,7 @@ const hour = 3_600_000
 describe("composition", () => {
   it.effect("a call rejected by a nested breaker does not count against the outer peer", () =>
     Effect.gen(function*() {
-      yield* Effect.exit(Effect.fail(new Boom()).pipe(withBreaker("db")))
+      yield* Effect.exit(failing.pipe(withBreaker("db")))
       for (let i = 0; i < 5; i++) yield* Effect.exit(Effect.void.pipe(withBreaker("db"), withBreaker("gateway")))
       assert.deepStrictEqual(yield* state("gateway"), { _tag: "Closed", failures: 0 })
       assert.strictEqual((yield* state("db"))._tag, "Open")
@@ -186,7 +171,7 @@ describe("composition", () => {
 
   it.effect("a logger that fails never fails the calls whose transitions it reports", () =>
     Effect.gen(function*() {
-      const failed = yield* Effect.flip(Effect.fail(new Boom()).pipe(withBreaker("p")))
+      const failed = yield* Effect.flip(failing.pipe(withBreaker("p")))
       assert.strictEqual(failed._tag, "Boom")
       yield* TestClock.adjust("10 seconds")
       assert.strictEqual(yield* Effect.succeed("probe").pipe(withBreaker("p")), "probe")
@@ -199,25 +184,29 @@ describe("composition", () => {
       Effect.provideService(References.MinimumLogLevel, "All")
     ))
 
-  it.effect("the top-level withBreaker also works with a CircuitBreakerSet built some other way", () =>
-    Effect.gen(function*() {
+  it.effect("the top-level withBreaker also works with a CircuitBreakerSet built some other way", () => {
+    const guarded: Array<string> = []
+    return Effect.gen(function*() {
       assert.strictEqual(yield* Effect.succeed(1).pipe(withBreaker("p")), 1)
+      // The call went through the double's own withBreaker, not around it.
+      assert.deepStrictEqual(guarded, ["p"])
     }).pipe(Effect.provide(Layer.succeed(CircuitBreakerSet, {
-      withBreaker: () => (self) => Effect.map(self, (a) => a),
+      withBreaker: (peer) => (self) => Effect.andThen(Effect.sync(() => guarded.push(peer)), self),
       state: () => Effect.succeed({ _tag: "Closed", failures: 0 }),
       changes: Stream.empty,
       snapshot: Effect.succeed({ at: 0, peers: [] }),
       reset: () => Effect.void,
       isolate: () => Effect.void,
       options: undefined as never
-    }))))
+    })))
+  })
 })
 
 describe("clock steps: durations use monotonic time, wall time only labels", () => {
   it.effect("a wall clock stepped back an hour neither extends nor shortens the open period", () =>
     Effect.gen(function*() {
       yield* TestClock.adjust("2 hours")
-      yield* Effect.exit(Effect.fail(new Boom()).pipe(withBreaker("p")))
+      yield* Effect.exit(failing.pipe(withBreaker("p")))
       yield* TestClock.adjust("4 seconds")
       yield* TestClock.setTime(2 * hour + 4_000 - hour)
       const open = yield* state("p")
@@ -237,9 +226,9 @@ describe("clock steps: durations use monotonic time, wall time only labels", () 
       const testClock = yield* Clock.Clock
       const jumped = <A, E, R>(self: Effect.Effect<A, E, R>) =>
         Effect.provideService(self, Clock.Clock, steppedWallClock(testClock, hour))
-      yield* Effect.exit(Effect.fail(new Boom()).pipe(withBreaker("window")))
-      yield* Effect.exit(Effect.fail(new Boom()).pipe(withBreaker("open")))
-      yield* Effect.exit(Effect.fail(new Boom()).pipe(withBreaker("open")))
+      yield* Effect.exit(failing.pipe(withBreaker("window")))
+      yield* Effect.exit(failing.pipe(withBreaker("open")))
+      yield* Effect.exit(failing.pipe(withBreaker("open")))
       const afterJump = yield* jumped(Effect.all([state("window"), state("open")]))
       assert.deepStrictEqual(afterJump[0], { _tag: "Closed", failures: 1 })
       assert.strictEqual(afterJump[1]._tag, "Open")
@@ -248,7 +237,7 @@ describe("clock steps: durations use monotonic time, wall time only labels", () 
       assert.isTrue(afterJump[1]._tag === "Open" && afterJump[1].probeAt === hour + 10_000)
       const rejected = yield* jumped(Effect.exit(Effect.void.pipe(withBreaker("open"))))
       assert.isTrue(isRejection(rejected))
-      yield* jumped(Effect.exit(Effect.fail(new Boom()).pipe(withBreaker("window"))))
+      yield* jumped(Effect.exit(failing.pipe(withBreaker("window"))))
       assert.strictEqual((yield* state("window"))._tag, "Open")
     }).pipe(provideSet({ maxFailures: 1, window: "60 seconds", resetTimeout: "10 seconds" })))
 })

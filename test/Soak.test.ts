@@ -1,16 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Clock, Duration, Effect, Exit, Fiber, Predicate } from "effect"
+import { Clock, Duration, Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import { CircuitBreakerSet } from "../src/index.ts"
-import { Boom } from "./utils.ts"
-
-/** A small seeded PRNG (mulberry32), so a failing soak replays exactly. */
-const random = (seed: number) => () => {
-  seed = (seed + 0x6D2B79F5) | 0
-  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-}
+import { failing, isRejection, provideSet, random } from "./utils.ts"
 
 const peers = 1_000
 const day = 24 * 3_600_000
@@ -54,15 +46,11 @@ describe("soak", () => {
               }
               yield* Effect.sleep(Duration.millis(duration))
               if (isProbe) probes.set(peer, (probes.get(peer) ?? []).filter((start) => start !== started))
-              if (downUntil[peer]! > (yield* Clock.currentTimeMillis)) return yield* Effect.fail(new Boom())
+              if (downUntil[peer]! > (yield* Clock.currentTimeMillis)) return yield* failing
             }).pipe(set.withBreaker(name))
           )
           calls++
-          const wasRejected = Exit.isFailure(exit) &&
-            Cause.findErrorOption(exit.cause).pipe((e) =>
-              e._tag === "Some" && Predicate.isTagged(e.value, "CircuitOpenError")
-            )
-          if (wasRejected) {
+          if (isRejection(exit)) {
             rejected++
             if (before._tag === "HalfOpen" && !before.probeInFlight) {
               violations.push(`${name} rejected a call with a free probe slot at ${now}`)
@@ -113,11 +101,11 @@ describe("soak", () => {
       assert.isAbove(probesSeen, 0)
       assert.isBelow(maxHeld, peers / 2)
       assert.deepStrictEqual(held.filter((p) => p.state === "Closed"), [])
-    }).pipe(Effect.provide(CircuitBreakerSet.layer({
+    }).pipe(provideSet({
       maxFailures: 2,
       window: "30 seconds",
       resetTimeout: Duration.millis(resetTimeout),
       idleTimeToLive: Duration.millis(idleTimeToLive),
       metricPeerLabel: "none"
-    }))), { timeout: 60_000 })
+    })), { timeout: 60_000 })
 })

@@ -1,20 +1,21 @@
 /**
- * The breaker's state machine as pure functions of (state, event, now). No runtime, no clock, no mutation: each
- * function returns the next state (the same object when nothing changes), so the effectful shell can apply it
- * atomically to a `Ref`.
+ * The breaker's state machine as functions of (state, event, now), with no runtime: each function returns the next
+ * state (the same object when nothing changes), in the `[decision, next]` shape `Ref.modify` takes, so the effectful
+ * shell applies every decision to the breaker's `Ref` in one atomic step.
  *
- * Times are monotonic milliseconds (`Clock.monotonicTimeNanos` / 1e6); only `openedAtWall` is wall-clock time, kept
- * to show users when a circuit opened.
+ * States are immutable values, with two exceptions that no caller can observe: opening a circuit reads the wall
+ * clock once (to show users when it opened), and `FailureTimes.append` may extend a shared array past the end of the
+ * slice the old state sees.
+ *
+ * Times are monotonic milliseconds (`Clock.monotonicTimeNanos` / 1e6); only `openedAtWall` is wall-clock time.
  *
  * Every transition increments `generation`. A call is admitted with a ticket equal to the generation it was admitted
  * under; its result is applied only while the generation is unchanged, so results of calls admitted under an
  * earlier state (before a trip, before a close, a probe whose slot expired) decide nothing.
- *
- * @internal
  */
 
 /** The limits the machine enforces, with durations in milliseconds. */
-export interface Policy {
+export interface Limits {
   readonly maxFailures: number
   readonly windowMillis: number
   readonly resetTimeoutMillis: number
@@ -44,20 +45,20 @@ export class FailureTimes {
   }
 
   /** The first entry at or after `start` that is inside the window at `now` (times are in ascending order). */
-  firstInWindow(now: number, policy: Policy): number {
+  firstInWindow(now: number, limits: Limits): number {
     let low = this.start
     let high = this.end
     while (low < high) {
       const mid = (low + high) >>> 1
-      if (inWindow(this.times[mid]!, now, policy)) high = mid
+      if (inWindow(this.times[mid]!, now, limits)) high = mid
       else low = mid + 1
     }
     return low
   }
 
   /** The failures in the window at `now`, then one more at `now`. */
-  append(now: number, policy: Policy): FailureTimes {
-    const start = this.firstInWindow(now, policy)
+  append(now: number, limits: Limits): FailureTimes {
+    const start = this.firstInWindow(now, limits)
     const live = this.end - start
     if (this.end === this.times.length && this.times !== noTimes && start * 2 < this.times.length) {
       this.times.push(now)
@@ -137,32 +138,34 @@ export const initial: Closed = Object.freeze({ _tag: "Closed", generation: 0, fa
 const emptyClosed = (generation: number): Closed => ({ _tag: "Closed", generation, failures: noFailures })
 
 /** Whether a failure recorded at `at` is still inside the window at `now`. */
-const inWindow = (at: number, now: number, policy: Policy): boolean => now - at < policy.windowMillis
+const inWindow = (at: number, now: number, limits: Limits): boolean => now - at < limits.windowMillis
 
 /** Decides whether a call starting at `now` may run, and the state after that decision. */
-export const admit = (state: State, now: number, policy: Policy): readonly [Admission, State] => {
+export const admit = (state: State, now: number, limits: Limits): readonly [Admission, State] => {
   switch (state._tag) {
     case "Closed":
       return [state.generation, state]
-    case "Open": {
-      const waited = now - state.openedAt
-      if (waited < policy.resetTimeoutMillis) {
-        return [{ retryAfterMillis: policy.resetTimeoutMillis - waited }, state]
-      }
-      return startProbe(state, now)
-    }
+    case "Open":
+      return waitOrProbe(state, state.openedAt, now, limits)
     case "Isolated":
-      return [{ retryAfterMillis: policy.resetTimeoutMillis }, state]
-    case "HalfOpen": {
-      if (!state.probeInFlight) return startProbe(state, now)
-      const probing = now - state.probeStartedAt
-      if (probing < policy.resetTimeoutMillis) {
-        return [{ retryAfterMillis: policy.resetTimeoutMillis - probing }, state]
-      }
-      // The probe in flight has held its slot for a whole resetTimeout: treat the peer as hung and probe again.
-      return startProbe(state, now)
-    }
+      return [{ retryAfterMillis: limits.resetTimeoutMillis }, state]
+    case "HalfOpen":
+      // A probe that has held its slot for a whole resetTimeout is presumed hung: the next call probes again.
+      return state.probeInFlight ? waitOrProbe(state, state.probeStartedAt, now, limits) : startProbe(state, now)
   }
+}
+
+/** Rejects until a whole resetTimeout has passed since `since`, then admits the call as the probe. */
+const waitOrProbe = (
+  state: Open | HalfOpen,
+  since: number,
+  now: number,
+  limits: Limits
+): readonly [Admission, State] => {
+  const waited = now - since
+  return waited < limits.resetTimeoutMillis
+    ? [{ retryAfterMillis: limits.resetTimeoutMillis - waited }, state]
+    : startProbe(state, now)
 }
 
 const startProbe = (state: Open | HalfOpen, now: number): readonly [Admission, State] => {
@@ -184,15 +187,15 @@ export const record = (
   outcome: Outcome,
   now: number,
   wall: WallClock,
-  policy: Policy
+  limits: Limits
 ): State => {
   if (state.generation !== ticket) return state
   switch (state._tag) {
     case "Closed":
-      return outcome === "failure" ? recordClosedFailure(state, now, wall, policy) : state
+      return outcome === "failure" ? recordClosedFailure(state, now, wall, limits) : state
     case "HalfOpen":
       // A probe that held its slot for a whole resetTimeout lost it, whether or not another probe took it since.
-      if (now - state.probeStartedAt >= policy.resetTimeoutMillis) return state
+      if (now - state.probeStartedAt >= limits.resetTimeoutMillis) return state
       switch (outcome) {
         case "success":
           return emptyClosed(state.generation + 1)
@@ -237,19 +240,19 @@ const open = (generation: number, now: number, wall: WallClock): Open => ({
   openedAtWall: wall.currentTimeMillisUnsafe()
 })
 
-const recordClosedFailure = (state: Closed, now: number, wall: WallClock, policy: Policy): State => {
+const recordClosedFailure = (state: Closed, now: number, wall: WallClock, limits: Limits): State => {
   // Only the newest `maxFailures` failures can matter: a new one opens the circuit iff all of them are in the window.
   const failures = state.failures
-  if (failures.end - failures.firstInWindow(now, policy) >= policy.maxFailures) {
+  if (failures.end - failures.firstInWindow(now, limits) >= limits.maxFailures) {
     return open(state.generation, now, wall)
   }
-  return { _tag: "Closed", generation: state.generation, failures: failures.append(now, policy) }
+  return { _tag: "Closed", generation: state.generation, failures: failures.append(now, limits) }
 }
 
 /** The number of counted failures inside the window at `now`. */
-export const failuresInWindow = (state: Closed, now: number, policy: Policy): number =>
-  state.failures.end - state.failures.firstInWindow(now, policy)
+export const failuresInWindow = (state: Closed, now: number, limits: Limits): number =>
+  state.failures.end - state.failures.firstInWindow(now, limits)
 
 /** Whether the state is indistinguishable from a fresh breaker's at `now` (so the set may drop it). */
-export const isIdle = (state: State, now: number, policy: Policy): boolean =>
-  state._tag === "Closed" && failuresInWindow(state, now, policy) === 0
+export const isIdle = (state: State, now: number, limits: Limits): boolean =>
+  state._tag === "Closed" && failuresInWindow(state, now, limits) === 0

@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import fc from "fast-check"
 import * as machine from "../../src/internal/machine.ts"
 
-const policy: machine.Policy = { maxFailures: 2, windowMillis: 60_000, resetTimeoutMillis: 10_000 }
+const policy: machine.Limits = { maxFailures: 2, windowMillis: 60_000, resetTimeoutMillis: 10_000 }
 
 /** A wall clock that reads `millis`. */
 const wallAt = (millis: number): machine.WallClock => ({ currentTimeMillisUnsafe: () => millis })
@@ -77,7 +77,7 @@ describe("machine: transitions", () => {
 })
 
 /** A reference count: every counted failure ever recorded while closed, kept in full. */
-const naiveOpens = (times: ReadonlyArray<number>, p: machine.Policy): number | undefined => {
+const naiveOpens = (times: ReadonlyArray<number>, p: machine.Limits): number | undefined => {
   for (let i = 0; i < times.length; i++) {
     const now = times[i]!
     const inWindow = times.slice(0, i + 1).filter((t) => now - t < p.windowMillis).length
@@ -148,7 +148,7 @@ describe("machine: properties", () => {
 
 describe("machine: failure times", () => {
   it("states that share one array never see each other's appends, however they branch", () => {
-    const p: machine.Policy = { maxFailures: 1_000, windowMillis: 50, resetTimeoutMillis: 1 }
+    const p: machine.Limits = { maxFailures: 1_000, windowMillis: 50, resetTimeoutMillis: 1 }
     fc.assert(
       fc.property(
         fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 30 })), { maxLength: 200 }),

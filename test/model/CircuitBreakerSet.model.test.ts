@@ -1,6 +1,6 @@
 /**
- * Model-based property test (issue 4, item 1): random command sequences run against the real `CircuitBreakerSet`
- * under `TestClock`, every outcome compared with the reference model in `./model.ts`.
+ * Model-based property test: random command sequences run against the real `CircuitBreakerSet` under `TestClock`,
+ * every outcome compared with the reference model in `./model.ts`.
  *
  * Environment:
  * - `MODEL_RUNS`: sequences to run (default 1000; `npm run test:model-long` runs 100,000).
@@ -160,7 +160,7 @@ const effectOf = (ending: Ending): Effect.Effect<string, PeerError> => {
   }
 }
 
-/** What the breaker must make of an ending (issue 2, row 5). */
+/** What the breaker must make of an ending: the rules of "what counts" in `../CircuitBreakerSet.test.ts`. */
 const verdictOf = (ending: Ending | "interruptFromOutside"): Model.Verdict => {
   switch (ending) {
     case "succeed":

@@ -1,7 +1,9 @@
 /**
- * A reference model of the breaker's behaviour table (issue 2), for the model-based tests.
+ * A reference model of the breaker's specified behaviour, for the model-based tests: the rules the `describe` blocks of
+ * `../CircuitBreakerSet.test.ts` check one by one (failures in a sliding window, open, half-open, the probe decides,
+ * what counts, hung probes and stale results).
  *
- * It is written from the table, not from `src/internal/machine.ts`, and is meant to be obviously correct rather than
+ * It is written from those rules, not from `src/internal/machine.ts`, and is meant to be obviously correct rather than
  * fast: it keeps every counted failure of the current closed period in a plain list and counts those inside the
  * window when asked; each admitted call carries a ticket saying what it was admitted as (a call of one closed
  * period, or one particular probe), and its result is applied only while that is still what the circuit is.

@@ -30,9 +30,10 @@ const expiredProbeIsIgnored = (end: Effect.Effect<void, string>) =>
     )
   }).pipe(Effect.provide(CircuitBreakerSet.layer({ maxFailures: 0, resetTimeout: "1 second" })))
 
-describe("model-based test findings", () => {
-  // Issue 2 row 6: "a stale probe's result decides nothing". Found by the model: the breaker applies the result of a
-  // probe whose slot has expired as long as no newer probe was admitted (it closes or re-opens the circuit).
+describe("found by the model-based test: a stale probe's result decides nothing", () => {
+  // The rule of "hung probes and stale results" in CircuitBreakerSet.test.ts. Found by the model: the breaker applied
+  // the result of a probe whose slot had expired as long as no newer probe was admitted (it closed or re-opened the
+  // circuit).
   it.effect("a probe that ends successfully after its slot expired decides nothing", () =>
     expiredProbeIsIgnored(Effect.void))
 

@@ -1,0 +1,82 @@
+/**
+ * A breaker as the engine sees it: its peer, the settings it shares with the other breakers of its set, its state
+ * in a `Ref`, and its metric series.
+ */
+import type * as Context from "effect/Context"
+import * as Pipeable from "effect/Pipeable"
+import type * as PubSub from "effect/PubSub"
+import * as Ref from "effect/Ref"
+import type { CircuitBreaker } from "../CircuitBreaker.ts"
+import type { ResolvedOptions } from "../CircuitBreakerOptions.ts"
+import type { CircuitStateChange } from "../CircuitStateChange.ts"
+import * as machine from "./machine.ts"
+import { makeSeriesFor, type Series } from "./metrics.ts"
+import { toLimits } from "./options.ts"
+import type { Entry } from "./registry.ts"
+import { RejectionCache } from "./rejection.ts"
+
+/** The type id of `CircuitBreaker`. */
+export const TypeId = "~effect-circuit/CircuitBreaker" as const
+
+/** What every breaker of a set shares (a single breaker has its own). */
+export interface Shared {
+  readonly options: ResolvedOptions
+  readonly limits: machine.Limits
+  readonly seriesFor: (peer: string) => Series
+  /** Where state changes are published; only a set has one. */
+  readonly changes: PubSub.PubSub<CircuitStateChange> | undefined
+  readonly rejections: RejectionCache
+}
+
+/** The shared settings of a breaker or a set, with its metrics registered in `context`'s registry. */
+export const makeShared = (
+  options: ResolvedOptions,
+  context: Context.Context<never>,
+  changes: PubSub.PubSub<CircuitStateChange> | undefined
+): Shared => ({
+  options,
+  limits: toLimits(options),
+  seriesFor: makeSeriesFor(options.metricPeerLabel, context),
+  changes,
+  rejections: new RejectionCache()
+})
+
+/**
+ * One peer's breaker. Every change of its circuit goes through `Ref.modify` on `state`, so each decision is one
+ * atomic step; the call path reads it with `Ref.getUnsafe` in the same synchronous step as the decision it makes.
+ */
+export class Breaker implements CircuitBreaker {
+  declare readonly [TypeId]: typeof TypeId
+  readonly name: string
+  readonly shared: Shared
+  readonly state: Ref.Ref<machine.State>
+  readonly series: Series
+  /** Calls admitted and not yet recorded, and operator actions under way: while any, the set keeps the breaker. */
+  inFlight = 0
+
+  constructor(name: string, shared: Shared) {
+    this.name = name
+    this.shared = shared
+    this.state = Ref.makeUnsafe<machine.State>(machine.initial)
+    this.series = shared.seriesFor(name)
+  }
+
+  get options(): ResolvedOptions {
+    return this.shared.options
+  }
+
+  pipe() {
+    return Pipeable.pipeArguments(this, arguments)
+  }
+}
+Object.defineProperty(Breaker.prototype, TypeId, { value: TypeId })
+
+/** A breaker held by a set's registry, with the registry's bookkeeping for idle eviction. */
+export class PeerBreaker extends Breaker implements Entry {
+  touched = false
+  movedAt = 0
+}
+
+/** Whether the breaker can be dropped at `now` without anyone noticing: nothing in flight, a fresh breaker's state. */
+export const isIdle = (breaker: Breaker, now: number): boolean =>
+  breaker.inFlight === 0 && machine.isIdle(Ref.getUnsafe(breaker.state), now, breaker.shared.limits)

@@ -1,0 +1,71 @@
+/**
+ * How a breaker tells the world what it did: the caller's span, the state gauge and transition counter, the
+ * `changes` stream and a log line.
+ */
+import type * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
+import * as PubSub from "effect/PubSub"
+import type { Reason, StateTag } from "../CircuitStateChange.ts"
+import type { Breaker } from "./breaker.ts"
+import type * as machine from "./machine.ts"
+import { tagOf } from "./view.ts"
+
+/** Adds the peer and the state to the caller's span, if it has one. */
+export const annotateSpan = (fiber: Fiber.Fiber<unknown, unknown>, peer: string, state: StateTag): void => {
+  // The fiber caches its current span, so this costs two property reads when there is none.
+  const span = fiber.cache.span
+  if (span !== undefined && span._tag === "Span") {
+    span.attribute("circuit_breaker.peer", peer)
+    span.attribute("circuit_breaker.state", state)
+  }
+}
+
+const transitionLog = (breaker: Breaker, reason: Reason): Effect.Effect<void> => {
+  const { limits } = breaker.shared
+  switch (reason) {
+    case "failures":
+      return Effect.logWarning(
+        `Circuit opened: more than ${limits.maxFailures} failures within ${limits.windowMillis} ms; ` +
+          `rejecting calls for ${limits.resetTimeoutMillis} ms`
+      )
+    case "probe":
+      return Effect.logDebug("Circuit half-open: letting one probe through")
+    case "probe-succeeded":
+      return Effect.logInfo("Circuit closed: the probe succeeded")
+    case "probe-failed":
+      return Effect.logWarning(
+        `Circuit re-opened: the probe failed; rejecting calls for ${limits.resetTimeoutMillis} ms`
+      )
+    case "reset":
+      return Effect.logInfo("Circuit reset by an operator")
+    case "isolated":
+      return Effect.logWarning("Circuit isolated by an operator: rejecting every call until released")
+    case "released":
+      return Effect.logInfo("Circuit released by an operator: closed")
+  }
+}
+
+/**
+ * Reports a change of state: the state gauge and transition counter at once, and an effect that publishes the
+ * change and logs it (to run in the caller's fiber, with its logger).
+ */
+export const reportChange = (
+  breaker: Breaker,
+  from: machine.State,
+  to: machine.State,
+  reason: Reason,
+  clock: Clock.Clock
+): Effect.Effect<void> => {
+  const fromTag = tagOf(from)
+  const toTag = tagOf(to)
+  breaker.series.transition(fromTag, toTag)
+  // Reporting must never fail the call it runs in: a logger that breaks is its own problem, not the peer's.
+  const log = Effect.ignoreCause(Effect.annotateLogs(transitionLog(breaker, reason), "peer", breaker.name))
+  const changes = breaker.shared.changes
+  if (changes === undefined) return log
+  const change = { peer: breaker.name, from: fromTag, to: toTag, at: clock.currentTimeMillisUnsafe(), reason }
+  // The synchronous path fails only when a subscriber's buffer is full; `publish` then drops that subscriber's
+  // oldest change (the pubsub slides) without ever waiting.
+  return PubSub.publishUnsafe(changes, change) ? log : Effect.andThen(PubSub.publish(changes, change), log)
+}
