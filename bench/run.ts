@@ -1,6 +1,6 @@
 /**
  * `npm run bench` (3 to 5 minutes) or `npm run bench -- --quick` (under 30 s). `--only closed,open` runs some
- * groups: closed, open, record, promise, fibers, memory, lookup.
+ * groups: closed, open, record, promise, fibers, persistence, memory, lookup.
  *
  * `--baseline <git-ref>` (e.g. `npm run bench -- --baseline HEAD`, or `--baseline=main`) also runs the library as it
  * was at that commit, side by side with the working tree's, in the same rounds: the closed, open, record and promise
@@ -85,7 +85,9 @@ const timedBenches: Array<[string, () => groups.Bench]> = [
   ["open", () => groups.open(timed, baseline)],
   ["record", () => groups.record(timed, 4096, baseline)],
   ["promise", () => groups.promise(timed, baseline)],
-  ["fibers", () => groups.concurrency(fibers, 10_000, callsPerFiber)]
+  ["fibers", () => groups.concurrency(fibers, 10_000, callsPerFiber)],
+  // After every group that measures the library alone: see groups.persistence for why.
+  ["persistence", () => groups.persistence(timed)]
 ]
 
 for (const [name, make] of timedBenches) {

@@ -7,6 +7,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Metric from "effect/Metric"
 import { CircuitBreaker as Persistence } from "effect/persistence"
 import * as References from "effect/References"
 import * as Scope from "effect/Scope"
@@ -28,12 +29,15 @@ export const failure = new Error("peer failed")
 export const forever = "1 day"
 
 /** Builds a set's service from the public layer. */
-export const makeSet = (lib: Library, options: SetOptions): SetService =>
-  Effect.runSync(
-    Effect.gen(function*() {
-      return yield* lib.CircuitBreakerSet
-    }).pipe(Effect.provide(lib.CircuitBreakerSet.layer(options)))
+/** The set of a layer built with `options`; its metrics go to `registry` if given, to the default registry if not. */
+export const makeSet = (lib: Library, options: SetOptions, registry?: Metric.MetricRegistry): SetService => {
+  const build = Effect.gen(function*() {
+    return yield* lib.CircuitBreakerSet
+  }).pipe(Effect.provide(lib.CircuitBreakerSet.layer(options)))
+  return Effect.runSync(
+    registry === undefined ? build : build.pipe(Effect.provideService(Metric.MetricRegistry, registry))
   )
+}
 
 /**
  * Runs `effect` with `set` as the `CircuitBreakerSet` in context (for the top-level `withBreaker`). Both builds of

@@ -35,7 +35,7 @@ import { monotonicMillis } from "./internal/time.ts"
  *
  * | option | default | meaning |
  * | --- | --- | --- |
- * | `idleTimeToLive` | `"1 minute"` | a breaker that is Closed with no failure in its window, has no call in flight and has started no call for this long is dropped (a finite duration > 0) |
+ * | `idleTimeToLive` | `"1 minute"` | a breaker that is Closed with no failure in its window and has started no call for this long is dropped; a call still running then records in the breaker the set holds by its end (a finite duration > 0) |
  *
  * Dropping a breaker changes nothing a caller can observe: a closed breaker with an empty window behaves exactly
  * like a fresh one. Open and half-open breakers are kept until they close. A breaker is never dropped before

@@ -69,29 +69,41 @@ describe("idle eviction", () => {
     { timeout: 30_000 }
   )
 
-  it.effect("keeps open breakers, breakers with failures in the window, and breakers with calls in flight", () =>
+  it.effect("keeps open breakers and breakers with failures in the window; drops closed, empty ones", () =>
     Effect.gen(function*() {
       yield* repeat(failing.pipe(withBreaker("open")), 2)
       yield* Effect.exit(failing.pipe(withBreaker("failing")))
-      const gate = yield* Deferred.make<void>()
-      const busy = yield* Effect.forkChild(Deferred.await(gate).pipe(withBreaker("busy")))
       yield* touch("idle")
       for (const at of [60_000, 120_000]) {
         yield* TestClock.setTime(at)
         yield* held
       }
-      assert.deepStrictEqual(yield* held, ["busy", "failing", "open"])
+      assert.deepStrictEqual(yield* held, ["failing", "open"])
       yield* TestClock.setTime(180_000)
-      // The failure has aged out of the 150 s window: only the busy and the open breakers remain.
-      assert.deepStrictEqual(yield* held, ["busy", "open"])
-      yield* Deferred.succeed(gate, undefined)
-      yield* Fiber.join(busy)
-      for (const at of [240_000, 300_000]) {
+      // The failure has aged out of the 150 s window: only the open breaker remains.
+      assert.deepStrictEqual(yield* held, ["open"])
+    }).pipe(provideSet({ maxFailures: 1, window: "150 seconds", resetTimeout: "1 hour", idleTimeToLive: "1 minute" })))
+
+  it.effect("a call that outlives its breaker's eviction still counts, in the breaker the set holds for its peer", () =>
+    Effect.gen(function*() {
+      const gates = [yield* Deferred.make<void>(), yield* Deferred.make<void>()]
+      const slow = (gate: Deferred.Deferred<void>) =>
+        Effect.forkChild(Deferred.await(gate).pipe(Effect.andThen(Effect.fail("boom")), withBreaker("slow")))
+      const calls = [yield* slow(gates[0]!), yield* slow(gates[1]!)]
+      // A call in flight does not pin its closed breaker: after two times to live without a look-up it is dropped.
+      for (const at of [60_000, 120_000]) {
         yield* TestClock.setTime(at)
         yield* held
       }
-      assert.deepStrictEqual(yield* held, ["open"])
-    }).pipe(provideSet({ maxFailures: 1, window: "150 seconds", resetTimeout: "1 hour", idleTimeToLive: "1 minute" })))
+      assert.deepStrictEqual(yield* held, [])
+      yield* Deferred.succeed(gates[0]!, undefined)
+      yield* Fiber.await(calls[0]!)
+      assert.deepStrictEqual(yield* state("slow"), { _tag: "Closed", failures: 1 })
+      yield* Deferred.succeed(gates[1]!, undefined)
+      yield* Fiber.await(calls[1]!)
+      // maxFailures 1: the second late failure opens the circuit the set now holds.
+      assert.strictEqual((yield* state("slow"))._tag, "Open")
+    }).pipe(provideSet({ maxFailures: 1, window: "150 seconds", idleTimeToLive: "1 minute" })))
 
   it.effect("a breaker dropped and recreated behaves exactly like the one that was dropped", () =>
     Effect.gen(function*() {

@@ -51,8 +51,11 @@ export class Breaker implements CircuitBreaker {
   readonly shared: Shared
   readonly state: Ref.Ref<machine.State>
   readonly series: Series
-  /** Calls admitted and not yet recorded, and operator actions under way: while any, the set keeps the breaker. */
-  inFlight = 0
+  /**
+   * Operator actions under way on the breaker: while any, the set keeps it. Calls need no pin: a probe keeps its
+   * circuit half-open, and a closed call's result goes to whichever breaker the set holds for the peer by then.
+   */
+  pins = 0
 
   constructor(name: string, shared: Shared) {
     this.name = name
@@ -77,6 +80,6 @@ export class PeerBreaker extends Breaker implements Entry {
   movedAt = 0
 }
 
-/** Whether the breaker can be dropped at `now` without anyone noticing: nothing in flight, a fresh breaker's state. */
+/** Whether the breaker can be dropped at `now` without anyone noticing: no pin, a fresh breaker's state. */
 export const isIdle = (breaker: Breaker, now: number): boolean =>
-  breaker.inFlight === 0 && machine.isIdle(Ref.getUnsafe(breaker.state), now, breaker.shared.limits)
+  breaker.pins === 0 && machine.isIdle(Ref.getUnsafe(breaker.state), now, breaker.shared.limits)

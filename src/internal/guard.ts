@@ -3,15 +3,17 @@
  * any change of state.
  *
  * Layout of the primitives, and why:
- * - The outer `withFiber` finds the breaker. A call the circuit rejects is rejected right there: a rejection changes
- *   nothing, so it needs no exit handler.
- * - Otherwise `onExitPrimitive` is put in place before admission, so whatever happens after admission (including an
- *   interruption that lands before the effect starts, at a scheduler yield) reaches `settle`, which runs
- *   uninterruptibly. The inner `withFiber` decides again, as the state may have changed at that yield. A call
- *   interrupted before admission records nothing.
- * - A call to a closed circuit changes no state: it is admitted on a `Ref.getUnsafe` read, in one synchronous step.
- *   Every change (a probe taking its slot, a result recorded) is one `Ref.modify`, and the call's own bookkeeping
- *   (its ticket, the in-flight count) is updated inside it, so that no interruption can separate the two.
+ * - A call to a closed circuit changes no state, so it is decided in the step that finds the breaker, on a
+ *   `Ref.getUnsafe` read: admitted with the circuit's generation as its ticket, it runs under an exit handler and
+ *   nothing else. Two primitives per call, because this is the path nearly every call takes. If the fiber is
+ *   interrupted before the handler is in place, nothing was taken, so nothing is lost.
+ * - A call the circuit rejects is rejected in that same step: a rejection changes nothing, so it needs no handler.
+ * - A probe takes a slot, which must be given back whatever happens, so its exit handler is put in place first and
+ *   a second step decides again (the state may have changed at a scheduler yield in between) and takes the slot in
+ *   one `Ref.modify`.
+ * - Every record is one `Ref.modify`, run uninterruptibly as the exit handler's effect.
+ * - A set may drop an idle breaker while a call admitted on it still runs (a call longer than the set's time to
+ *   live): its result is then recorded in the breaker the set holds for that peer by then.
  */
 import * as Cause from "effect/Cause"
 import type * as Clock from "effect/Clock"
@@ -35,7 +37,7 @@ export type PeerRegistry = Registry<PeerBreaker, Context.Context<never>>
 export const guard = <A, E, R>(
   breaker: Breaker,
   self: Effect.Effect<A, E, R>
-): Effect.Effect<A, E | CircuitOpenError, R> => Effect.withFiber((fiber) => run(fiber, breaker, self, undefined, 0))
+): Effect.Effect<A, E | CircuitOpenError, R> => Effect.withFiber((fiber) => run(fiber, breaker, self, undefined))
 
 /** Guards `self` with the breaker of `peer`, found in (or added to) `registry` when the call starts. */
 export const guardPeer = <A, E, R>(
@@ -50,62 +52,78 @@ export const runPeer = <A, E, R>(
   registry: PeerRegistry,
   peer: string,
   self: Effect.Effect<A, E, R>
-): Effect.Effect<A, E | CircuitOpenError, R> =>
-  run(fiber, registry.lookup(peer, fiber.context), self, registry, registry.drops)
+): Effect.Effect<A, E | CircuitOpenError, R> => run(fiber, registry.lookup(peer, fiber.context), self, registry)
 
 const run = <A, E, R>(
+  fiber: Fiber.Fiber<unknown, unknown>,
+  breaker: Breaker,
+  self: Effect.Effect<A, E, R>,
+  registry: PeerRegistry | undefined
+): Effect.Effect<A, E | CircuitOpenError, R> => {
+  const current = Ref.getUnsafe(breaker.state)
+  if (current._tag === "Closed") {
+    // machine.admit admits every call to a closed circuit with its generation, and needs no clock for it: inlined.
+    const ticket = current.generation
+    const drops = registry?.drops
+    annotateSpan(fiber, breaker.name, "Closed")
+    return Effect.onExitPrimitive(self, (exit) => settle(breaker, ticket, exit, fiber, registry, drops))
+  }
+  const [admission] = machine.admit(current, monotonicMillis(clockOf(fiber)), breaker.shared.limits)
+  if (typeof admission !== "number") return reject(breaker, current, admission.retryAfterMillis, fiber)
+  return runProbe(fiber, breaker, self, registry, registry?.drops)
+}
+
+/** A call the first step would admit as the probe: its handler goes in place before the slot is taken. */
+const runProbe = <A, E, R>(
   fiber: Fiber.Fiber<unknown, unknown>,
   found: Breaker,
   self: Effect.Effect<A, E, R>,
   registry: PeerRegistry | undefined,
-  drops: number
+  drops: number | undefined
 ): Effect.Effect<A, E | CircuitOpenError, R> => {
-  const current = Ref.getUnsafe(found.state)
-  if (current._tag !== "Closed") {
-    const [admission] = machine.admit(current, monotonicMillis(clockOf(fiber)), found.shared.limits)
-    if (typeof admission !== "number") return reject(found, current, admission.retryAfterMillis, fiber)
-  }
   let admitted: Breaker | undefined
   let ticket = 0
   return Effect.onExitPrimitive(
     Effect.withFiber((): Effect.Effect<A, E | CircuitOpenError, R> => {
-      // The registry may have dropped the breaker at a yield since it was found.
-      const breaker = registry === undefined || registry.drops === drops
-        ? found
-        : registry.lookup(found.name, fiber.context)
-      const before = Ref.getUnsafe(breaker.state)
-      if (before._tag === "Closed") {
-        // machine.admit admits every call to a closed circuit with its generation, and needs no clock for it:
-        // inlined, because this is the path nearly every call takes.
-        admitted = breaker
-        ticket = before.generation
-        breaker.inFlight++
-        annotateSpan(fiber, breaker.name, "Closed")
-        return self
-      }
+      const breaker = current(found, fiber, registry, drops)
       const clock = clockOf(fiber)
-      return Effect.flatMap(
-        Ref.modify(breaker.state, (state) => {
-          const [admission, next] = machine.admit(state, monotonicMillis(clock), breaker.shared.limits)
-          if (typeof admission === "number") {
-            admitted = breaker
-            ticket = admission
-            breaker.inFlight++
-            breaker.series.probe()
+      return Effect.flatten(
+        Ref.modify(breaker.state, (before): readonly [Effect.Effect<A, E | CircuitOpenError, R>, machine.State] => {
+          const [admission, after] = machine.admit(before, monotonicMillis(clock), breaker.shared.limits)
+          if (typeof admission !== "number") {
+            return [reject(breaker, before, admission.retryAfterMillis, fiber), after]
           }
-          return [{ admission, before: state, after: next }, next]
-        }),
-        ({ admission, after, before }): Effect.Effect<A, E | CircuitOpenError, R> => {
-          if (typeof admission !== "number") return reject(breaker, before, admission.retryAfterMillis, fiber)
+          // Taken in the same step as the slot, so that the handler gives back exactly what was taken.
+          admitted = breaker
+          ticket = admission
+          drops = registry?.drops
+          if (before._tag === "Closed") {
+            annotateSpan(fiber, breaker.name, "Closed")
+            return [self, after]
+          }
+          breaker.series.probe()
           annotateSpan(fiber, breaker.name, "HalfOpen")
-          if (before._tag === "HalfOpen") return self
-          return Effect.andThen(reportChange(breaker, before, after, "probe", clock), self)
-        }
+          const report = before._tag === "HalfOpen"
+            ? self
+            : Effect.andThen(reportChange(breaker, before, after, "probe", clock), self)
+          return [report, after]
+        })
       )
     }),
-    (exit) => admitted === undefined ? undefined : settle(admitted, ticket, exit, fiber)
+    (exit) => admitted === undefined ? undefined : settle(admitted, ticket, exit, fiber, registry, drops)
   )
 }
+
+/** The breaker `registry` holds for `breaker`'s peer, if it dropped `breaker` since it counted `drops`. */
+const current = (
+  breaker: Breaker,
+  fiber: Fiber.Fiber<unknown, unknown>,
+  registry: PeerRegistry | undefined,
+  drops: number | undefined
+): Breaker =>
+  registry === undefined || registry.drops === drops || registry.get(breaker.name) === breaker
+    ? breaker
+    : registry.lookup(breaker.name, fiber.context)
 
 const reject = (
   breaker: Breaker,
@@ -120,43 +138,35 @@ const reject = (
 
 /** Records how the call admitted with `ticket` ended; runs uninterruptibly, as the exit handler of the call. */
 const settle = (
-  breaker: Breaker,
+  admitted: Breaker,
   ticket: number,
   exit: Exit.Exit<unknown, unknown>,
-  fiber: Fiber.Fiber<unknown, unknown>
+  fiber: Fiber.Fiber<unknown, unknown>,
+  registry: PeerRegistry | undefined,
+  drops: number | undefined
 ): Effect.Effect<void> | undefined => {
-  // The common case, a call that succeeded on a closed circuit, changes nothing but counters: no classifying, no
+  const breaker = current(admitted, fiber, registry, drops)
+  // The common case, a call that succeeded on a closed circuit, changes nothing but a counter: no classifying, no
   // clock, no write.
   if (exit._tag === "Success" && Ref.getUnsafe(breaker.state)._tag === "Closed") {
-    breaker.inFlight--
     breaker.series.success()
     return undefined
   }
   const outcome = exit._tag === "Success" ? "success" : classify(exit, breaker.shared.options.isFailure)
   if (outcome === "success") breaker.series.success()
   else breaker.series.count(outcome)
-  if (outcome !== "failure" && Ref.getUnsafe(breaker.state)._tag === "Closed") {
-    breaker.inFlight--
-    return undefined
-  }
+  if (outcome !== "failure" && Ref.getUnsafe(breaker.state)._tag === "Closed") return undefined
   const clock = clockOf(fiber)
-  return Effect.flatMap(
-    Ref.modify(breaker.state, (before) => {
-      // In the same step as the record, so that the set never drops a breaker with a result still to record.
-      breaker.inFlight--
-      const after = machine.record(before, ticket, outcome, monotonicMillis(clock), clock, breaker.shared.limits)
-      return [{ before, after }, after]
-    }),
-    ({ after, before }) => {
-      if (before._tag === after._tag) return Effect.void
-      const reason: Reason = before._tag === "Closed"
-        ? "failures"
-        : outcome === "success"
-        ? "probe-succeeded"
-        : "probe-failed"
-      return reportChange(breaker, before, after, reason, clock)
-    }
-  )
+  return Effect.flatten(Ref.modify(breaker.state, (before) => {
+    const after = machine.record(before, ticket, outcome, monotonicMillis(clock), clock, breaker.shared.limits)
+    if (before._tag === after._tag) return [Effect.void, after]
+    const reason: Reason = before._tag === "Closed"
+      ? "failures"
+      : outcome === "success"
+      ? "probe-succeeded"
+      : "probe-failed"
+    return [reportChange(breaker, before, after, reason, clock), after]
+  }))
 }
 
 /** How a call ended, as far as the breaker is concerned. */
@@ -184,8 +194,7 @@ const classify = (exit: Exit.Exit<unknown, unknown>, isFailure: (error: unknown)
 }
 
 /**
- * Applies an operator's change (reset, isolate, release) in one `Ref.modify`, to a breaker the caller counted as in
- * flight. A reset is reported unless the circuit is isolated (a reset does not end an isolation); isolating and
+ * Applies an operator's change (reset, isolate, release) in one `Ref.modify`, to a breaker the caller pinned. A reset is reported unless the circuit is isolated (a reset does not end an isolation); isolating and
  * releasing are reported when an isolation begins or ends (stacked isolations change only a count).
  */
 export const applyOperatorChange = (
@@ -196,8 +205,8 @@ export const applyOperatorChange = (
 ): Effect.Effect<void> =>
   Effect.flatMap(
     Ref.modify(breaker.state, (before) => {
-      // Releases the hold the caller took on the breaker when it looked it up.
-      breaker.inFlight--
+      // Releases the pin the caller took on the breaker when it looked it up.
+      breaker.pins--
       const after = change(before, monotonicMillis(clock), clock)
       return [{ before, after }, after]
     }),

@@ -89,8 +89,8 @@ export class SetService implements Service {
     return Effect.uninterruptible(Effect.withFiber((fiber) => {
       const clock = clockOf(fiber)
       const breaker = this.registry.getOrCreate(peer, monotonicMillis(clock))
-      // Counted as in flight until the change is applied, a step later, so that the set cannot drop it meanwhile.
-      breaker.inFlight++
+      // Pinned until the change is applied, a step later, so that the set cannot drop it meanwhile.
+      breaker.pins++
       return applyOperatorChange(breaker, change, reason, clock)
     }))
   }
