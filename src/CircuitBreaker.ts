@@ -107,7 +107,8 @@ export const make: (options?: MakeOptions) => Effect.Effect<CircuitBreaker, Circ
   .fnUntraced(function*(options?: MakeOptions) {
     const decoded = yield* decodeOptions(MakeOptionsSchema, options)
     const context = yield* Effect.context<never>()
-    return new Breaker(decoded.name ?? "default", makeShared(resolve(decoded), context, undefined))
+    // A single breaker is never dropped, so it keeps its series: no retention.
+    return new Breaker(decoded.name ?? "default", makeShared(resolve(decoded), context, undefined, undefined, 0), 0)
   })
 
 /**
@@ -121,16 +122,18 @@ export const make: (options?: MakeOptions) => Effect.Effect<CircuitBreaker, Circ
  *   probe is allowed.
  * - Half-open: the first call is the probe; every other call is rejected while it runs. Its success (or a typed
  *   failure that `isFailure` rejects) closes the circuit with an empty window; a counted failure opens it again for
- *   a full `resetTimeout`.
- * - An interruption never counts, and an interrupted probe gives its slot back. A `CircuitOpenError` from another
- *   breaker nested inside the effect never counts either: that peer was not asked.
+ *   a full `resetTimeout`. The probe runs in a fiber of its own: if its caller is interrupted, the caller is released
+ *   at once and the probe runs on and decides. Its lease is `resetTimeout`: a probe still running then is
+ *   interrupted, counts as failed, and the circuit reopens at that instant.
+ * - An interruption of a closed call never counts. A `CircuitOpenError` from another breaker nested inside the effect
+ *   never counts either: that peer was not asked. The same breaker guarding a call twice counts it once.
  *
  * Data-first `withBreaker(effect, breaker)` and data-last `effect.pipe(withBreaker(breaker))` both work.
  *
  * **Gotchas**
  *
  * Put timeouts inside the guarded effect (`effect.pipe(Effect.timeout("2 seconds"), withBreaker(breaker))`) so that
- * a slow peer counts as failing. A probe that runs for a whole `resetTimeout` loses its slot anyway.
+ * a slow peer counts as failing, shorter than `resetTimeout` so that a slow probe fails by itself.
  *
  * **Example** (Both call styles)
  *

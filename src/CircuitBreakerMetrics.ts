@@ -13,9 +13,10 @@
  * (`"none"`), or a function mapping a peer to a label of bounded cardinality, such as its host.
  *
  * Series are registered in the `MetricRegistry` of the context a breaker or set is built in, as hooks read at export
- * time. With per-peer labels, a peer's series are removed when the set drops its breaker as idle (if the peer comes
- * back its counters restart from 0, a counter reset to Prometheus). Breakers reporting under one label share its
- * series: counters add up and the state gauge shows the last change.
+ * time, and removed when the set's scope closes. With per-peer labels, a peer's series outlive its breaker, dropped
+ * as idle, for the set's `metricRetention` (15 minutes by default; at most 10,000 peers' series are kept, the oldest
+ * go first): a peer that comes back within it keeps counting. Breakers reporting under one label share its series:
+ * counters add up and the state gauge shows the last change.
  *
  * @since 0.1.0
  */

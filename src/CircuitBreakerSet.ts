@@ -7,7 +7,7 @@ import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/Config"
 import * as Context from "effect/Context"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
@@ -24,7 +24,15 @@ import type { CircuitState } from "./CircuitState.ts"
 import type { CircuitStateChange } from "./CircuitStateChange.ts"
 import { makeShared } from "./internal/breaker.ts"
 import { runPeer } from "./internal/guard.ts"
-import { breakerFields, decodeOptions, positiveDuration, PositiveDurationInput, resolve } from "./internal/options.ts"
+import {
+  breakerFields,
+  decodeOptions,
+  environmentVariables,
+  parseEnvironment,
+  positiveDuration,
+  PositiveDurationInput,
+  resolve
+} from "./internal/options.ts"
 import { invalidPeer, SetService } from "./internal/set.ts"
 import { monotonicMillis } from "./internal/time.ts"
 
@@ -36,6 +44,7 @@ import { monotonicMillis } from "./internal/time.ts"
  * | option | default | meaning |
  * | --- | --- | --- |
  * | `idleTimeToLive` | `"1 minute"` | a breaker that is Closed with no failure in its window and has started no call for this long is dropped; a call still running then records in the breaker the set holds by its end (a finite duration > 0) |
+ * | `metricRetention` | `"15 minutes"` | with per-peer metric labels, how long a dropped breaker's series are kept, so that a peer called less often than `idleTimeToLive` keeps counting (a finite duration > 0); at most 10,000 peers' series are kept, the oldest go first |
  *
  * Dropping a breaker changes nothing a caller can observe: a closed breaker with an empty window behaves exactly
  * like a fresh one. Open and half-open breakers are kept until they close. A breaker is never dropped before
@@ -47,11 +56,13 @@ import { monotonicMillis } from "./internal/time.ts"
  */
 export interface SetOptions extends BreakerOptions {
   readonly idleTimeToLive?: Duration.Input | undefined
+  readonly metricRetention?: Duration.Input | undefined
 }
 
 const SetOptionsSchema = Schema.Struct({
   ...breakerFields,
-  idleTimeToLive: Schema.optionalKey(PositiveDurationInput)
+  idleTimeToLive: Schema.optionalKey(PositiveDurationInput),
+  metricRetention: Schema.optionalKey(PositiveDurationInput)
 })
 
 /**
@@ -68,6 +79,17 @@ const ConfigLayerOptionsSchema = Schema.Struct({
 })
 
 const defaultIdleTimeToLive = "1 minute"
+
+const defaultMetricRetention = "15 minutes"
+
+/**
+ * `""` when the process environment holds `name` set to an empty value, which Effect's environment provider reads as
+ * unset: an operator who set it meant something, so it is reported rather than replaced by the default.
+ */
+const emptyInProcess = (name: string): string | undefined =>
+  (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name] === ""
+    ? ""
+    : undefined
 
 /** The most changes a subscriber of `changes` buffers before the oldest are dropped. */
 const changesBuffer = 1024
@@ -114,6 +136,8 @@ export interface Service {
   readonly snapshot: Effect.Effect<CircuitSnapshot>
   /**
    * Closes `peer`'s circuit and empties its window; calls in flight decide nothing. It does not end an isolation.
+   * On a peer that is closed with an empty window, or that the set does not hold, it does nothing: no breaker is
+   * created, and no change is published, logged or counted.
    *
    * **Example** (An operator endpoint that closes a circuit)
    *
@@ -183,8 +207,13 @@ export const make: (options?: SetOptions) => Effect.Effect<Service, CircuitBreak
     const decoded = yield* decodeOptions(SetOptionsSchema, options)
     const changes = yield* Effect.acquireRelease(PubSub.sliding<CircuitStateChange>(changesBuffer), PubSub.shutdown)
     const context = yield* Effect.context<never>()
+    const scope = yield* Effect.scope
+    const retention = Duration.toMillis(positiveDuration(decoded.metricRetention ?? defaultMetricRetention))
+    const shared = makeShared(resolve(decoded), context, changes, scope, retention)
+    // Every series the set registered goes with it: a set built again starts from fresh series.
+    yield* Effect.addFinalizer(() => Effect.sync(() => shared.series.releaseAll()))
     return new SetService(
-      makeShared(resolve(decoded), context, changes),
+      shared,
       changes,
       positiveDuration(decoded.idleTimeToLive ?? defaultIdleTimeToLive),
       monotonicMillis(Context.get(context, Clock.Clock))
@@ -293,19 +322,22 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
       Effect.gen(function*() {
         // Validated first, so an option that belongs in the environment is reported rather than overwritten.
         yield* decodeOptions(ConfigLayerOptionsSchema, options)
-        const config = yield* Config.all({
-          maxFailures: Config.option(Config.Int("CIRCUIT_MAX_FAILURES")),
-          window: Config.option(Config.Duration("CIRCUIT_WINDOW")),
-          resetTimeout: Config.option(Config.Duration("CIRCUIT_RESET_TIMEOUT")),
-          idleTimeToLive: Config.option(Config.Duration("CIRCUIT_IDLE_TIME_TO_LIVE"))
+        const text = yield* Config.all({
+          maxFailures: Config.option(Config.String(environmentVariables.maxFailures)),
+          window: Config.option(Config.String(environmentVariables.window)),
+          resetTimeout: Config.option(Config.String(environmentVariables.resetTimeout)),
+          idleTimeToLive: Config.option(Config.String(environmentVariables.idleTimeToLive))
         })
-        return yield* make({
-          ...options,
-          maxFailures: Option.getOrUndefined(config.maxFailures),
-          window: Option.getOrUndefined(config.window),
-          resetTimeout: Option.getOrUndefined(config.resetTimeout),
-          idleTimeToLive: Option.getOrUndefined(config.idleTimeToLive)
+        const fromEnvironment = yield* parseEnvironment({
+          maxFailures: Option.getOrElse(text.maxFailures, () => emptyInProcess(environmentVariables.maxFailures)),
+          window: Option.getOrElse(text.window, () => emptyInProcess(environmentVariables.window)),
+          resetTimeout: Option.getOrElse(text.resetTimeout, () => emptyInProcess(environmentVariables.resetTimeout)),
+          idleTimeToLive: Option.getOrElse(
+            text.idleTimeToLive,
+            () => emptyInProcess(environmentVariables.idleTimeToLive)
+          )
         })
+        return yield* make({ ...options, ...fromEnvironment })
       })
     )
 }

@@ -5,9 +5,35 @@
  */
 import * as Duration from "effect/Duration"
 import * as Schema from "effect/Schema"
+import * as SchemaTransformation from "effect/SchemaTransformation"
+import { displayPeer } from "./internal/display.ts"
 
 /**
- * A call was not run because the circuit of its peer is open, or half-open with a probe in flight.
+ * Why a circuit rejected a call: `"Open"` (in its open period), `"HalfOpen"` (its probe is running), or `"Isolated"`
+ * (an operator holds it open).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export const RejectedBy = Schema.Literals(["Open", "HalfOpen", "Isolated"])
+
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export type RejectedBy = typeof RejectedBy.Type
+
+/** A duration as whole milliseconds on the wire; an infinite one (an isolation) as `null`. */
+const RetryAfter = Schema.NullOr(Schema.Finite).pipe(Schema.decodeTo(
+  Schema.Duration,
+  SchemaTransformation.transform({
+    decode: (millis: number | null) => millis === null ? Duration.infinity : Duration.millis(millis),
+    encode: (duration: Duration.Duration) => Duration.isFinite(duration) ? Duration.toMillis(duration) : null
+  })
+))
+
+/**
+ * A call was not run because the circuit of its peer is open, half-open with a probe in flight, or isolated.
  *
  * **When to use**
  *
@@ -16,16 +42,21 @@ import * as Schema from "effect/Schema"
  *
  * **Details**
  *
- * - `peer` is the key the call was guarded with (the breaker's `name` for a single `CircuitBreaker`).
- * - `retryAfter` is how long until the breaker will admit a call again, as best it knows: the rest of the open
- *   period, or, while a probe is in flight, the time until that probe's slot expires. A probe that succeeds earlier
- *   closes the circuit sooner.
- * - It is a `Schema.TaggedError`, so it can be encoded and sent across a wire.
+ * - `peer` is the key the call was guarded with (the breaker's `name` for a single `CircuitBreaker`), in full.
+ * - `state` says which case it is: `"Open"`, `"HalfOpen"` (a probe is running) or `"Isolated"` (an operator holds
+ *   the circuit open).
+ * - `retryAfter` is how long until the breaker may admit a call again, as best it knows: the rest of the open
+ *   period; while a probe runs, the time until its lease ends (a probe that succeeds earlier closes the circuit
+ *   sooner); for an isolated circuit, `Duration.infinity`, because no call is admitted until an operator releases
+ *   it, so a retry schedule that honours it waits instead of retrying every few seconds.
+ * - It is a `Schema.TaggedError` and crosses a wire with the ordinary codec: `retryAfter` is encoded in
+ *   milliseconds (`null` for an isolation).
  *
  * **Gotchas**
  *
- * - The wrapped effect did not run: nothing was sent to the peer.
- * - The breaker builds it without a stack trace (rejections are the hot path of an outage); the `peer` and
+ * - The wrapped effect did not run, except in one case: a probe still running when its lease ended was interrupted
+ *   and its caller fails with this error (`state: "Open"`), as the circuit has just reopened.
+ * - The breaker builds it without a stack trace (rejections are the hot path of an outage); the `peer`, `state` and
  *   `retryAfter` fields say where it came from.
  *
  * **Example** (Serving a fallback while the circuit is open)
@@ -39,7 +70,7 @@ import * as Schema from "effect/Schema"
  * const price = fetchPrice.pipe(
  *   withBreaker("pricing-api"),
  *   Effect.catchTag("CircuitOpenError", (error) =>
- *     Effect.logWarning(`pricing-api unavailable, retry in ${error.retryAfter}`).pipe(Effect.as(0)))
+ *     Effect.logWarning(`pricing-api unavailable (${error.state}), retry in ${error.retryAfter}`).pipe(Effect.as(0)))
  * )
  * ```
  *
@@ -48,11 +79,20 @@ import * as Schema from "effect/Schema"
  */
 export class CircuitOpenError extends Schema.TaggedError<CircuitOpenError>()("CircuitOpenError", {
   peer: Schema.String,
-  retryAfter: Schema.Duration
+  state: RejectedBy,
+  retryAfter: RetryAfter
 }) {
   override get message(): string {
-    return `Circuit for peer ${JSON.stringify(this.peer)} is open; a call will be admitted again in ${
-      Duration.format(this.retryAfter)
-    }`
+    const peer = JSON.stringify(displayPeer(this.peer))
+    switch (this.state) {
+      case "Isolated":
+        return `Circuit for peer ${peer} is isolated by an operator; no call is admitted until it is released`
+      case "HalfOpen":
+        return `Circuit for peer ${peer} is half-open and its probe is running; a call may be admitted again in ${
+          Duration.format(this.retryAfter)
+        } at the latest`
+      case "Open":
+        return `Circuit for peer ${peer} is open; a call will be admitted again in ${Duration.format(this.retryAfter)}`
+    }
   }
 }

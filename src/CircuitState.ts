@@ -52,8 +52,8 @@ export interface HalfOpen {
   /** Whether a probe is running now. */
   readonly probeInFlight: boolean
   /**
-   * How long until a call will be admitted: zero when no probe is in flight, otherwise the time until the running
-   * probe's slot expires (a probe that runs for a whole `resetTimeout` is presumed hung and loses its slot).
+   * How long until a call may be admitted: zero when no probe is in flight, otherwise the time until the running
+   * probe's lease ends (a probe still running then has failed, and the circuit reopens).
    */
   readonly retryAfter: Duration.Duration
 }

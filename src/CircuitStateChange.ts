@@ -11,6 +11,8 @@ import * as Schema from "effect/Schema"
  * - `failures`: more than `maxFailures` counted failures inside the window (Closed → Open).
  * - `probe`: the open period passed and a probe was let through (Open → HalfOpen).
  * - `probe-succeeded` / `probe-failed`: the probe's outcome (HalfOpen → Closed / Open).
+ * - `probe-timeout`: the probe was still running when its lease (`resetTimeout` from its start) ended: it failed, and
+ *   the circuit reopened at the lease's end (HalfOpen → Open).
  * - `reset`: an operator called `reset(peer)`.
  * - `isolated` / `released`: an operator's `isolate(peer)` began, or its last release ended it.
  *
@@ -22,6 +24,7 @@ export const Reason = Schema.Literals([
   "probe",
   "probe-succeeded",
   "probe-failed",
+  "probe-timeout",
   "reset",
   "isolated",
   "released"

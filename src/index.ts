@@ -34,7 +34,7 @@ export type { ConfigLayerOptions, Service as CircuitBreakerSetService, SetOption
 /**
  * @since 0.1.0
  */
-export { CircuitOpenError } from "./CircuitOpenError.ts"
+export { CircuitOpenError, RejectedBy } from "./CircuitOpenError.ts"
 
 /**
  * The state of a circuit: `Closed`, `Open` or `HalfOpen`, with guards (`CircuitState.isOpen`, …).

@@ -1,8 +1,19 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Layer, Metric, type Tracer } from "effect"
+import { Deferred, Effect, Fiber, Layer, Metric, type Tracer } from "effect"
 import { TestClock } from "effect/testing"
 import { CircuitBreakerMetrics, CircuitBreakerSet, withBreaker } from "../src/index.ts"
-import { Boom, count, failing, forkAdmitted, gauge, NotFound, provideSet, repeat } from "./utils.ts"
+import {
+  Boom,
+  type CapturedLog,
+  captureLogs,
+  count,
+  failing,
+  forkAdmitted,
+  gauge,
+  NotFound,
+  provideSet,
+  repeat
+} from "./utils.ts"
 
 describe("metrics", () => {
   it.effect("count calls by outcome after a known sequence", () =>
@@ -32,10 +43,13 @@ describe("metrics", () => {
       yield* Effect.exit(failing.pipe(withBreaker("db")))
       assert.strictEqual(yield* gauge({ peer: "db" }), 2)
       yield* TestClock.adjust("10 seconds")
-      const probe = yield* forkAdmitted(Effect.never, withBreaker("db"))
+      // A probe whose own effect is interrupted gives its slot back: the next call is a second probe.
+      const release = yield* Deferred.make<void>()
+      const probe = yield* forkAdmitted(Effect.andThen(Deferred.await(release), Effect.interrupt), withBreaker("db"))
       assert.strictEqual(yield* gauge({ peer: "db" }), 1)
       assert.strictEqual(yield* count(CircuitBreakerMetrics.probes, { peer: "db" }), 1)
-      yield* Fiber.interrupt(probe)
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.await(probe)
       yield* Effect.succeed(1).pipe(withBreaker("db"))
       assert.strictEqual(yield* gauge({ peer: "db" }), 0)
       assert.strictEqual(yield* count(CircuitBreakerMetrics.probes, { peer: "db" }), 2)
@@ -66,7 +80,7 @@ describe("metrics", () => {
 })
 
 describe("metric series lifetime", () => {
-  it.effect("per-peer series go with their breaker when it is dropped as idle", () =>
+  it.effect("a dropped breaker's per-peer series are kept for metricRetention, then removed", () =>
     Effect.gen(function*() {
       const registry = yield* Metric.MetricRegistry
       const peerSeries = () => [...registry.values()].filter((m) => m.attributes?.peer?.startsWith("peer-")).length
@@ -78,8 +92,50 @@ describe("metric series lifetime", () => {
         yield* TestClock.setTime(at)
         for (let i = 0; i < 2; i++) yield* set.snapshot
       }
+      assert.deepStrictEqual((yield* set.snapshot).peers, [])
+      assert.strictEqual(peerSeries(), 200)
+      // Released when the set next creates or drops a breaker after the retention.
+      yield* TestClock.setTime(120_000 + 5 * 60_000)
+      yield* Effect.succeed(1).pipe(withBreaker("other"))
       assert.strictEqual(peerSeries(), 0)
+    }).pipe(provideSet({ idleTimeToLive: "1 minute", metricRetention: "5 minutes" })))
+
+  it.effect("a peer called less often than idleTimeToLive keeps counting: 1, 2, 3, 4, 5", () =>
+    Effect.gen(function*() {
+      const set = yield* CircuitBreakerSet
+      const seen: Array<number> = []
+      for (let i = 0; i < 5; i++) {
+        yield* Effect.succeed(1).pipe(withBreaker("rare"))
+        seen.push(yield* count(CircuitBreakerMetrics.calls, { peer: "rare", outcome: "success" }))
+        // Three minutes later, its breaker has been dropped (the snapshot runs the sweep).
+        yield* TestClock.adjust("3 minutes")
+        yield* set.snapshot
+        yield* TestClock.adjust("1 millis")
+        yield* set.snapshot
+      }
+      assert.deepStrictEqual(seen, [1, 2, 3, 4, 5])
     }).pipe(provideSet({ idleTimeToLive: "1 minute" })))
+
+  it.effect("closing a set's scope removes every series it registered; a new set's gauge reads 0", () =>
+    Effect.gen(function*() {
+      const registry = new Map()
+      const useOnce = (open: boolean) =>
+        Effect.gen(function*() {
+          yield* Effect.succeed(1).pipe(withBreaker("api"))
+          if (open) yield* Effect.exit(failing.pipe(withBreaker("api")))
+          yield* Effect.exit(failing.pipe(withBreaker("db")))
+          return yield* gauge({ peer: "api" })
+        }).pipe(
+          Effect.provide(CircuitBreakerSet.layer({ maxFailures: 0 })),
+          Effect.provideService(Metric.MetricRegistry, registry)
+        )
+      assert.strictEqual(yield* useOnce(true), 2)
+      assert.strictEqual(registry.size, 0)
+      for (let i = 0; i < 500; i++) yield* useOnce(i % 2 === 0)
+      assert.strictEqual(registry.size, 0)
+      // A rebuilt set whose peer is closed reads 0, whatever an earlier set's gauge said.
+      assert.strictEqual(yield* useOnce(false), 0)
+    }))
 
   it.effect("sets built under different metric attributes report different series", () =>
     Effect.gen(function*() {
@@ -87,30 +143,25 @@ describe("metric series lifetime", () => {
       const under = (service: string, calls: number) =>
         Effect.gen(function*() {
           for (let i = 0; i < calls; i++) yield* Effect.succeed(1).pipe(withBreaker("db"))
+          return yield* count(CircuitBreakerMetrics.calls, { peer: "db", outcome: "success" })
         }).pipe(
           Effect.provide(CircuitBreakerSet.layer()),
           Effect.provideService(Metric.CurrentMetricAttributes, { service }),
           Effect.provideService(Metric.MetricRegistry, registry)
         )
-      yield* under("orders", 3)
-      yield* under("billing", 1)
-      const read = (service: string) =>
-        count(CircuitBreakerMetrics.calls, { peer: "db", outcome: "success" }).pipe(
-          Effect.provideService(Metric.CurrentMetricAttributes, { service }),
-          Effect.provideService(Metric.MetricRegistry, registry)
-        )
-      assert.deepStrictEqual([yield* read("orders"), yield* read("billing")], [3, 1])
+      // Each count is read while its set is alive: a set's series go when it closes.
+      assert.deepStrictEqual([yield* under("orders", 3), yield* under("billing", 1)], [3, 1])
     }))
 
-  it.effect("two sets reporting the same series in one registry add up", () =>
+  it.effect("two live sets reporting the same series in one registry add up", () =>
     Effect.gen(function*() {
       const registry = new Map()
-      const run = Effect.gen(function*() {
-        yield* Effect.succeed(1).pipe(withBreaker("shared"))
-      })
-      const layer = () => CircuitBreakerSet.layer().pipe(Layer.provide(Layer.succeed(Metric.MetricRegistry, registry)))
-      yield* run.pipe(Effect.provide(layer()))
-      yield* run.pipe(Effect.provide(layer()))
+      const layer = CircuitBreakerSet.layer().pipe(Layer.provide(Layer.succeed(Metric.MetricRegistry, registry)))
+      const first = yield* Layer.build(layer)
+      const second = yield* Layer.build(layer.pipe(Layer.fresh))
+      for (const context of [first, second]) {
+        yield* Effect.succeed(1).pipe(withBreaker("shared"), Effect.provide(context))
+      }
       const value = yield* count(CircuitBreakerMetrics.calls, { peer: "shared", outcome: "success" }).pipe(
         Effect.provideService(Metric.MetricRegistry, registry)
       )
@@ -144,4 +195,57 @@ describe("tracing", () => {
       const exit = last.status._tag === "Ended" ? last.status.exit : undefined
       assert.include(String(exit), "CircuitOpenError")
     }).pipe(provideSet({ maxFailures: 0 })))
+})
+
+describe("warnings and log lines", () => {
+  it.effect("a metricPeerLabel that throws is logged at Warning once, with the peer and the error", () => {
+    const logs: Array<CapturedLog> = []
+    return Effect.gen(function*() {
+      yield* Effect.succeed(1).pipe(withBreaker("not a url"))
+      yield* Effect.succeed(1).pipe(withBreaker("nor this"))
+      const warnings = logs.filter((log) => log.level === "Warn")
+      assert.strictEqual(warnings.length, 1)
+      assert.include(warnings[0]!.message, "metricPeerLabel threw for peer \"not a url\"")
+      assert.include(warnings[0]!.message, "Invalid URL")
+    }).pipe(provideSet({ metricPeerLabel: (peer) => new URL(peer).host }), Effect.provide(captureLogs(logs)))
+  })
+
+  it.effect("an isFailure that throws is logged at Warning once per peer, with the thrown error", () => {
+    const logs: Array<CapturedLog> = []
+    return Effect.gen(function*() {
+      for (const peer of ["a", "a", "a", "b"]) yield* Effect.exit(failing.pipe(withBreaker(peer)))
+      const warnings = logs.filter((log) => log.message.includes("isFailure threw"))
+      assert.deepStrictEqual(warnings.map((log) => log.annotations.peer), ["a", "b"])
+      assert.isTrue(warnings.every((log) => log.level === "Warn" && log.message.includes("predicate bug")))
+    }).pipe(
+      provideSet({
+        maxFailures: 10,
+        isFailure: () => {
+          throw new Error("predicate bug")
+        }
+      }),
+      Effect.provide(captureLogs(logs))
+    )
+  })
+
+  it.effect("log lines speak in durations; maxFailures 0 opens on the first failure; long peers are shortened", () => {
+    const logs: Array<CapturedLog> = []
+    const peer = "x".repeat(300)
+    return Effect.gen(function*() {
+      yield* Effect.exit(failing.pipe(withBreaker(peer)))
+      const opened = logs.find((log) => log.message.startsWith("Circuit opened"))
+      assert.strictEqual(opened?.message, "Circuit opened on the first failure; rejecting calls for 10s")
+      assert.strictEqual(opened?.annotations.peer, `${"x".repeat(256)}… (300 characters)`)
+    }).pipe(provideSet({ maxFailures: 0 }), Effect.provide(captureLogs(logs)))
+  })
+
+  it.effect("the opening log line gives the window and the open period as durations", () => {
+    const logs: Array<CapturedLog> = []
+    return Effect.gen(function*() {
+      yield* repeat(failing.pipe(withBreaker("api")), 4)
+      assert.isTrue(
+        logs.some((log) => log.message === "Circuit opened: more than 3 failures within 1m; rejecting calls for 10s")
+      )
+    }).pipe(provideSet({ maxFailures: 3, window: "1 minute" }), Effect.provide(captureLogs(logs)))
+  })
 })

@@ -166,21 +166,74 @@ describe("layerConfig", () => {
       assert.strictEqual(set.options.metricPeerLabel, "none")
     }))
 
-  it.effect("an unparsable value fails with ConfigError", () =>
+  const buildError = (env: Record<string, string>) =>
+    Effect.flip(Layer.build(CircuitBreakerSet.layerConfig().pipe(Layer.provide(fromEnv(env)))))
+
+  it.effect("an error names the variable and the value the operator set", () =>
     Effect.gen(function*() {
-      const error = yield* Effect.flip(
-        Layer.build(CircuitBreakerSet.layerConfig().pipe(Layer.provide(fromEnv({ CIRCUIT_WINDOW: "soon" }))))
-      )
-      assert.notStrictEqual(error._tag, "CircuitBreakerConfigError")
-      assert.include(String(error), "CIRCUIT_WINDOW")
+      const error = yield* buildError({ CIRCUIT_MAX_FAILURES: "-2" })
+      assert.strictEqual(error._tag, "CircuitBreakerConfigError")
+      assert.deepStrictEqual(error._tag === "CircuitBreakerConfigError" && error.fields, ["CIRCUIT_MAX_FAILURES"])
+      assert.include(error.message, "CIRCUIT_MAX_FAILURES=\"-2\": expected a whole number of failures, 0 or more")
     }))
 
-  it.effect("a value out of range fails with CircuitBreakerConfigError", () =>
+  it.effect("every bad variable is reported at once", () =>
     Effect.gen(function*() {
-      const error = yield* Effect.flip(
-        Layer.build(CircuitBreakerSet.layerConfig().pipe(Layer.provide(fromEnv({ CIRCUIT_MAX_FAILURES: "-2" }))))
-      )
-      assert.strictEqual(error._tag, "CircuitBreakerConfigError")
-      assert.include(error.message, "maxFailures")
+      const error = yield* buildError({
+        CIRCUIT_MAX_FAILURES: "many",
+        CIRCUIT_WINDOW: "soon",
+        CIRCUIT_RESET_TIMEOUT: "0 seconds",
+        CIRCUIT_IDLE_TIME_TO_LIVE: "Infinity"
+      })
+      assert.deepStrictEqual(error._tag === "CircuitBreakerConfigError" && error.fields, [
+        "CIRCUIT_MAX_FAILURES",
+        "CIRCUIT_WINDOW",
+        "CIRCUIT_RESET_TIMEOUT",
+        "CIRCUIT_IDLE_TIME_TO_LIVE"
+      ])
+      assert.strictEqual(error.message.split("\n").length, 5)
+    }))
+
+  it.effect("an empty value is an error, not the default", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Layer.build(
+        CircuitBreakerSet.layerConfig().pipe(Layer.provide(
+          ConfigProvider.layer(ConfigProvider.fromEnv({
+            env: { CIRCUIT_WINDOW: "", CIRCUIT_MAX_FAILURES: "  " },
+            preserveEmptyStrings: true
+          }))
+        ))
+      ))
+      assert.deepStrictEqual(error._tag === "CircuitBreakerConfigError" && error.fields, [
+        "CIRCUIT_MAX_FAILURES",
+        "CIRCUIT_WINDOW"
+      ])
+      assert.include(error.message, "CIRCUIT_WINDOW is set but empty: unset it to use the default, or give it a value")
+    }))
+
+  it.effect("a variable set empty in the process environment is an error, though Effect's provider reads it as unset", () =>
+    Effect.acquireUseRelease(
+      Effect.sync(() => {
+        process.env.CIRCUIT_RESET_TIMEOUT = ""
+      }),
+      () =>
+        Effect.gen(function*() {
+          const error = yield* Effect.flip(
+            Layer.build(
+              CircuitBreakerSet.layerConfig().pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv())))
+            )
+          )
+          assert.deepStrictEqual(error._tag === "CircuitBreakerConfigError" && error.fields, ["CIRCUIT_RESET_TIMEOUT"])
+        }),
+      () =>
+        Effect.sync(() => {
+          delete process.env.CIRCUIT_RESET_TIMEOUT
+        })
+    ))
+
+  it.effect("a bare number for a duration is rejected with the accepted form", () =>
+    Effect.gen(function*() {
+      const error = yield* buildError({ CIRCUIT_WINDOW: "30" })
+      assert.include(error.message, "CIRCUIT_WINDOW=\"30\": a duration needs a unit, e.g. \"30 seconds\"")
     }))
 })

@@ -105,6 +105,33 @@ describe("idle eviction", () => {
       assert.strictEqual((yield* state("slow"))._tag, "Open")
     }).pipe(provideSet({ maxFailures: 1, window: "150 seconds", idleTimeToLive: "1 minute" })))
 
+  // Found by the model-based test: a fresh breaker starts at the first generation, whatever the dropped one was at.
+  const outlivesItsBreaker = (admittedBeforeTheTrip: boolean) =>
+    Effect.gen(function*() {
+      const release = yield* Deferred.make<void>()
+      const start = Effect.forkChild(Effect.andThen(Deferred.await(release), failing).pipe(withBreaker("a")), {
+        startImmediately: true
+      })
+      let call = admittedBeforeTheTrip ? yield* start : undefined
+      yield* Effect.exit(failing.pipe(withBreaker("a")))
+      yield* TestClock.adjust(500)
+      yield* Effect.succeed(1).pipe(withBreaker("a"))
+      call ??= yield* start
+      yield* touch("b")
+      yield* TestClock.adjust(501)
+      yield* touch("c")
+      assert.isFalse((yield* held).includes("a"))
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.await(call)
+      return yield* state("a")
+    }).pipe(provideSet({ maxFailures: 0, window: 500, resetTimeout: 500, idleTimeToLive: 500 }))
+
+  it.effect("a call of the breaker's last closed period that outlives it counts in the breaker the set holds now", () =>
+    Effect.map(outlivesItsBreaker(false), (after) => assert.strictEqual(after._tag, "Open")))
+
+  it.effect("a call admitted before a trip that outlives its breaker decides nothing", () =>
+    Effect.map(outlivesItsBreaker(true), (after) => assert.deepStrictEqual(after, { _tag: "Closed", failures: 0 })))
+
   it.effect("a breaker dropped and recreated behaves exactly like the one that was dropped", () =>
     Effect.gen(function*() {
       yield* Effect.exit(failing.pipe(withBreaker("p")))

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Duration, Effect, Fiber } from "effect"
+import { Deferred, Duration, Effect, Fiber, Metric } from "effect"
 import { TestClock } from "effect/testing"
 import { CircuitBreakerMetrics, CircuitBreakerSet, withBreaker } from "../src/index.ts"
 import {
@@ -37,9 +37,30 @@ describe("reset", () => {
     }).pipe(provideSet({ maxFailures: 1 }), Effect.provide(captureLogs(logs)))
   })
 
-  it.effect("reset makes calls in flight decide nothing, whatever the window held", () =>
+  it.effect("reset of a peer never seen, or closed with an empty window, changes nothing and creates nothing", () => {
+    const logs: Array<CapturedLog> = []
+    return Effect.gen(function*() {
+      const set = yield* CircuitBreakerSet
+      const changes = yield* collect(set.changes, 1)
+      yield* set.reset("unseen")
+      assert.deepStrictEqual((yield* set.snapshot).peers, [])
+      yield* Effect.succeed(1).pipe(withBreaker("idle"))
+      yield* set.reset("idle")
+      // Only this reset, of a window holding a failure, is a change.
+      yield* Effect.exit(failing.pipe(withBreaker("failed")))
+      yield* set.reset("failed")
+      assert.deepStrictEqual((yield* Fiber.join(changes)).map((c) => [c.peer, c.reason]), [["failed", "reset"]])
+      assert.isFalse(logs.some((log) => log.message.includes("reset") && log.annotations.peer !== "failed"))
+      const registry = yield* Metric.MetricRegistry
+      const transitions = [...registry.values()].filter((m) => m.id === "circuit_breaker_transitions_total")
+      assert.deepStrictEqual(transitions.map((m) => m.attributes?.peer), ["failed"])
+    }).pipe(provideSet({ maxFailures: 1 }), Effect.provide(captureLogs(logs)))
+  })
+
+  it.effect("a reset that empties the window makes calls in flight decide nothing", () =>
     Effect.gen(function*() {
       const set = yield* CircuitBreakerSet
+      yield* Effect.exit(failing.pipe(withBreaker("p")))
       const gate = yield* Deferred.make<void>()
       const admitted = yield* makeCountdown(2)
       const inFlight = yield* Effect.forEach(
@@ -59,7 +80,7 @@ describe("reset", () => {
       yield* Deferred.succeed(gate, undefined)
       yield* Effect.forEach(inFlight, Fiber.join)
       assert.deepStrictEqual(yield* set.state("p"), { _tag: "Closed", failures: 0 })
-    }).pipe(provideSet({ maxFailures: 1 })))
+    }).pipe(provideSet({ maxFailures: 2 })))
 })
 
 describe("isolate", () => {
@@ -77,7 +98,9 @@ describe("isolate", () => {
       yield* TestClock.adjust("1 hour")
       const error = yield* expectRejection(Effect.succeed(1).pipe(withBreaker("p")))
       assert.strictEqual(error._tag, "CircuitOpenError")
-      assert.strictEqual(Duration.toMillis(error.retryAfter), 10_000)
+      // An isolation lasts until released: no time is promised.
+      assert.isFalse(Duration.isFinite(error.retryAfter))
+      assert.strictEqual(error.state, "Isolated")
       const state = yield* set.state("p")
       assert.isTrue(state._tag === "Open" && state.isolated)
       // reset does not end an isolation

@@ -98,7 +98,7 @@ describe("documentation examples", () => {
       }
       const order = [
         index("call 1: failed with 503"),
-        index("Circuit opened: more than 3 failures within 60000 ms"),
+        index("Circuit opened: more than 3 failures within 1m; rejecting calls for 1s"),
         index("call 4: failed with 503"),
         index("call 5: not called, circuit open (retry in"),
         index("call 6: not called, circuit open (retry in"),

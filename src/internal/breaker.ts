@@ -3,14 +3,17 @@
  * in a `Ref`, and its metric series.
  */
 import type * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
 import * as Pipeable from "effect/Pipeable"
 import type * as PubSub from "effect/PubSub"
 import * as Ref from "effect/Ref"
+import type * as Scope from "effect/Scope"
 import type { CircuitBreaker } from "../CircuitBreaker.ts"
 import type { ResolvedOptions } from "../CircuitBreakerOptions.ts"
 import type { CircuitStateChange } from "../CircuitStateChange.ts"
+import { displayPeer } from "./display.ts"
 import * as machine from "./machine.ts"
-import { makeSeriesFor, type Series } from "./metrics.ts"
+import { makeSeriesSource, type Series, type SeriesSource } from "./metrics.ts"
 import { toLimits } from "./options.ts"
 import type { Entry } from "./registry.ts"
 import { RejectionCache } from "./rejection.ts"
@@ -22,24 +25,64 @@ export const TypeId = "~effect-circuit/CircuitBreaker" as const
 export interface Shared {
   readonly options: ResolvedOptions
   readonly limits: machine.Limits
-  readonly seriesFor: (peer: string) => Series
+  readonly series: SeriesSource
   /** Where state changes are published; only a set has one. */
   readonly changes: PubSub.PubSub<CircuitStateChange> | undefined
   readonly rejections: RejectionCache
+  /** Where probes run: a set's scope, which interrupts them when it closes; a single breaker has none. */
+  readonly probes: Scope.Scope | undefined
+  /** A warning to log in the next call's fiber (a `metricPeerLabel` that threw); logged once per set. */
+  pendingWarning: Effect.Effect<void> | undefined
+  /** Whether `pendingWarning` has been set once already. */
+  warnedLabel: boolean
+  /** The context a call to `breaker` from `base` last ran in (see `guard.ts`); a cache, one entry per set. */
+  lastMarked: LastMarked | undefined
+}
+
+/** The breakers whose guard the current call runs under, innermost first (inherited by the fibers it forks). */
+export interface Guarded {
+  readonly breaker: Breaker
+  readonly outer: Guarded | undefined
+}
+
+/** A call's context (`base`), the breakers it ran under (`guarded`), and that context marked with `breaker`. */
+export interface LastMarked {
+  readonly base: Context.Context<never>
+  readonly guarded: Guarded | undefined
+  readonly breaker: Breaker
+  readonly marked: Context.Context<never>
 }
 
 /** The shared settings of a breaker or a set, with its metrics registered in `context`'s registry. */
 export const makeShared = (
   options: ResolvedOptions,
   context: Context.Context<never>,
-  changes: PubSub.PubSub<CircuitStateChange> | undefined
-): Shared => ({
-  options,
-  limits: toLimits(options),
-  seriesFor: makeSeriesFor(options.metricPeerLabel, context),
-  changes,
-  rejections: new RejectionCache()
-})
+  changes: PubSub.PubSub<CircuitStateChange> | undefined,
+  probes: Scope.Scope | undefined,
+  metricRetentionMillis: number
+): Shared => {
+  const shared: Shared = {
+    options,
+    limits: toLimits(options),
+    series: makeSeriesSource(options.metricPeerLabel, context, metricRetentionMillis, (peer, error) => {
+      if (shared.warnedLabel) return
+      shared.warnedLabel = true
+      shared.pendingWarning = Effect.ignoreCause(Effect.logWarning(
+        `metricPeerLabel threw for peer ${
+          JSON.stringify(displayPeer(peer))
+        }; its metrics are labelled "unlabelled". This is logged once.`,
+        error
+      ))
+    }),
+    changes,
+    rejections: new RejectionCache(),
+    probes,
+    pendingWarning: undefined,
+    warnedLabel: false,
+    lastMarked: undefined
+  }
+  return shared
+}
 
 /**
  * One peer's breaker. Every change of its circuit goes through `Ref.modify` on `state`, so each decision is one
@@ -56,12 +99,15 @@ export class Breaker implements CircuitBreaker {
    * circuit half-open, and a closed call's result goes to whichever breaker the set holds for the peer by then.
    */
   pins = 0
+  /** Whether a throwing `isFailure` has been logged for this breaker: it is logged once. */
+  warnedIsFailure = false
 
-  constructor(name: string, shared: Shared) {
+  /** `now` is the monotonic time in milliseconds, when a set's retained series may have expired. */
+  constructor(name: string, shared: Shared, now: number) {
     this.name = name
     this.shared = shared
     this.state = Ref.makeUnsafe<machine.State>(machine.initial)
-    this.series = shared.seriesFor(name)
+    this.series = shared.series.acquire(name, now)
   }
 
   get options(): ResolvedOptions {

@@ -8,30 +8,63 @@
  *   nothing else. Two primitives per call, because this is the path nearly every call takes. If the fiber is
  *   interrupted before the handler is in place, nothing was taken, so nothing is lost.
  * - A call the circuit rejects is rejected in that same step: a rejection changes nothing, so it needs no handler.
- * - A probe takes a slot, which must be given back whatever happens, so its exit handler is put in place first and
- *   a second step decides again (the state may have changed at a scheduler yield in between) and takes the slot in
- *   one `Ref.modify`.
- * - Every record is one `Ref.modify`, run uninterruptibly as the exit handler's effect.
+ * - A probe takes the slot and runs detached from its caller (see `runProbe` and `forkProbe`), so that no caller
+ *   pattern can keep a recovered peer from closing its circuit.
+ * - Every record is one `Ref.modify`, run uninterruptibly (an exit handler's effect, or the probe's own fiber).
  * - A set may drop an idle breaker while a call admitted on it still runs (a call longer than the set's time to
  *   live): its result is then recorded in the breaker the set holds for that peer by then.
+ * - A call marks the breakers it runs under in its fiber's context, so that a guard of the same peer inside it is
+ *   transparent (see `CurrentlyGuarded`).
  */
 import * as Cause from "effect/Cause"
 import type * as Clock from "effect/Clock"
-import type * as Context from "effect/Context"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import type * as Fiber from "effect/Fiber"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import { CircuitOpenError } from "../CircuitOpenError.ts"
 import type { Reason } from "../CircuitStateChange.ts"
-import type { Breaker, PeerBreaker } from "./breaker.ts"
+import type { Breaker, Guarded, PeerBreaker } from "./breaker.ts"
 import * as machine from "./machine.ts"
 import type { Registry } from "./registry.ts"
-import { annotateSpan, reportChange } from "./report.ts"
+import { annotateSpan, reportChange, warn } from "./report.ts"
 import { clockOf, monotonicMillis } from "./time.ts"
 
 /** The breakers of a set, keyed by peer. */
 export type PeerRegistry = Registry<PeerBreaker, Context.Context<never>>
+
+const CurrentlyGuarded = Context.Reference<Guarded | undefined>("effect-circuit/CurrentlyGuarded", {
+  defaultValue: () => undefined
+})
+
+/**
+ * `context` with `breaker` added to the breakers the call runs under (`guarded`, read from `context`). The last one
+ * made is kept per set (or single breaker): consecutive calls to one peer from one context, the common case, then
+ * share it, and need not read `guarded` again.
+ */
+const markedContext = (
+  breaker: Breaker,
+  context: Context.Context<never>,
+  guarded: Guarded | undefined
+): Context.Context<never> => {
+  const marked = Context.add(context, CurrentlyGuarded, { breaker, outer: guarded })
+  breaker.shared.lastMarked = { base: context, guarded, breaker, marked }
+  return marked
+}
+
+/**
+ * Whether the call already runs under a guard of `breaker`'s peer in the same set (or of the same breaker). Such an
+ * inner guard is transparent: one call is one admission and one result.
+ */
+const isGuardedBy = (guarded: Guarded | undefined, breaker: Breaker): boolean => {
+  for (let mark = guarded; mark !== undefined; mark = mark.outer) {
+    if (mark.breaker.shared === breaker.shared && mark.breaker.name === breaker.name) return true
+  }
+  return false
+}
 
 /** Guards `self` with a known breaker. */
 export const guard = <A, E, R>(
@@ -60,58 +93,162 @@ const run = <A, E, R>(
   self: Effect.Effect<A, E, R>,
   registry: PeerRegistry | undefined
 ): Effect.Effect<A, E | CircuitOpenError, R> => {
+  const warning = breaker.shared.pendingWarning
+  if (warning !== undefined) {
+    breaker.shared.pendingWarning = undefined
+    return Effect.andThen(warning, Effect.withFiber((fiber) => run(fiber, breaker, self, registry)))
+  }
   const current = Ref.getUnsafe(breaker.state)
+  const context = fiber.context
+  const last = breaker.shared.lastMarked
+  const known = last !== undefined && last.base === context
+  const guarded = known ? last.guarded : fiber.getRef(CurrentlyGuarded)
+  if (guarded !== undefined && isGuardedBy(guarded, breaker)) return self
   if (current._tag === "Closed") {
     // machine.admit admits every call to a closed circuit with its generation, and needs no clock for it: inlined.
     const ticket = current.generation
     const drops = registry?.drops
     annotateSpan(fiber, breaker.name, "Closed")
-    return Effect.onExitPrimitive(self, (exit) => settle(breaker, ticket, exit, fiber, registry, drops))
+    // Marks the call as guarded by this breaker for its own duration, in the same step as its admission; the exit
+    // handler puts the caller's context back before anything else.
+    fiber.setContext(known && last.breaker === breaker ? last.marked : markedContext(breaker, context, guarded))
+    return Effect.onExitPrimitive(self, (exit) => {
+      fiber.setContext(context)
+      return settle(breaker, ticket, exit, fiber, registry, drops)
+    })
   }
-  const [admission] = machine.admit(current, monotonicMillis(clockOf(fiber)), breaker.shared.limits)
-  if (typeof admission !== "number") return reject(breaker, current, admission.retryAfterMillis, fiber)
+  const clock = clockOf(fiber)
+  const now = monotonicMillis(clock)
+  const limits = breaker.shared.limits
+  const live = machine.expireProbe(current, now, clock, limits)
+  const [admission] = machine.admit(live, now, limits)
+  if (typeof admission !== "number") return reject(breaker, live, admission.retryAfterMillis, fiber)
   return runProbe(fiber, breaker, self, registry, registry?.drops)
 }
 
-/** A call the first step would admit as the probe: its handler goes in place before the slot is taken. */
+/**
+ * A call the first step would admit as the probe. Uninterruptibly up to the wait for its result: decide again (the
+ * state may have changed at a yield since), take the slot in one `Ref.modify`, and start the probe in a fiber of its
+ * own, so that an interruption can neither come between taking the slot and starting the probe nor stop the probe.
+ */
 const runProbe = <A, E, R>(
   fiber: Fiber.Fiber<unknown, unknown>,
   found: Breaker,
   self: Effect.Effect<A, E, R>,
   registry: PeerRegistry | undefined,
   drops: number | undefined
-): Effect.Effect<A, E | CircuitOpenError, R> => {
-  let admitted: Breaker | undefined
-  let ticket = 0
-  return Effect.onExitPrimitive(
-    Effect.withFiber((): Effect.Effect<A, E | CircuitOpenError, R> => {
-      const breaker = current(found, fiber, registry, drops)
-      const clock = clockOf(fiber)
-      return Effect.flatten(
-        Ref.modify(breaker.state, (before): readonly [Effect.Effect<A, E | CircuitOpenError, R>, machine.State] => {
-          const [admission, after] = machine.admit(before, monotonicMillis(clock), breaker.shared.limits)
-          if (typeof admission !== "number") {
-            return [reject(breaker, before, admission.retryAfterMillis, fiber), after]
-          }
-          // Taken in the same step as the slot, so that the handler gives back exactly what was taken.
-          admitted = breaker
-          ticket = admission
-          drops = registry?.drops
-          if (before._tag === "Closed") {
-            annotateSpan(fiber, breaker.name, "Closed")
-            return [self, after]
-          }
+): Effect.Effect<A, E | CircuitOpenError, R> =>
+  Effect.uninterruptibleMask((restore) => {
+    const breaker = current(found, fiber, registry, drops)
+    const clock = clockOf(fiber)
+    const limits = breaker.shared.limits
+    return Effect.flatten(
+      Ref.modify(breaker.state, (stored): readonly [Effect.Effect<A, E | CircuitOpenError, R>, machine.State] => {
+        const now = monotonicMillis(clock)
+        const before = machine.expireProbe(stored, now, clock, limits)
+        const [admission, after] = machine.admit(before, now, limits)
+        let next: Effect.Effect<A, E | CircuitOpenError, R>
+        if (typeof admission !== "number") {
+          next = reject(breaker, before, admission.retryAfterMillis, fiber)
+        } else if (before._tag === "Closed") {
+          // Closed by the probe of another call meanwhile: an ordinary closed call.
+          annotateSpan(fiber, breaker.name, "Closed")
+          const dropsNow = registry?.drops
+          next = restore(
+            Effect.onExitPrimitive(
+              Effect.provideService(self, CurrentlyGuarded, { breaker, outer: fiber.getRef(CurrentlyGuarded) }),
+              (exit) => settle(breaker, admission, exit, fiber, registry, dropsNow)
+            )
+          )
+        } else {
           breaker.series.probe()
           annotateSpan(fiber, breaker.name, "HalfOpen")
-          const report = before._tag === "HalfOpen"
-            ? self
-            : Effect.andThen(reportChange(breaker, before, after, "probe", clock), self)
-          return [report, after]
-        })
-      )
-    }),
-    (exit) => admitted === undefined ? undefined : settle(admitted, ticket, exit, fiber, registry, drops)
+          const lease = { ticket: admission, end: now + limits.resetTimeoutMillis }
+          const started = Effect.flatMap(
+            forkProbe(breaker, lease, self, registry),
+            (probe) => restore(Fiber.join(probe))
+          )
+          next = before._tag === "HalfOpen"
+            ? started
+            : Effect.andThen(reportChange(breaker, before, after, "probe", clock), started)
+        }
+        const expired = before === stored
+          ? next
+          : Effect.andThen(reportChange(breaker, stored, before, "probe-timeout", clock), next)
+        return [expired, after]
+      })
+    )
+  })
+
+/**
+ * Starts the probe admitted with `ticket`, detached from its caller, which may stop waiting for it: the probe runs on,
+ * and its result decides the circuit as if the caller had waited. Two fibers, in the set's scope (closing the set
+ * interrupts them) or detached for a single breaker: one runs the call and records its result; the probe, whose
+ * result the caller waits for, waits for it until the lease ends. A call still running then is interrupted without
+ * waiting for it (an uninterruptible effect cannot hold the circuit), the circuit reopens at the lease's end, and the
+ * caller fails with `CircuitOpenError`.
+ */
+const forkProbe = <A, E, R>(
+  breaker: Breaker,
+  lease: { readonly ticket: number; readonly end: number },
+  self: Effect.Effect<A, E, R>,
+  registry: PeerRegistry | undefined
+): Effect.Effect<Fiber.Fiber<A, E | CircuitOpenError>, never, R> => {
+  const scope = breaker.shared.probes
+  const fork = <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) =>
+    scope === undefined ? Effect.forkDetach(effect) : Effect.forkIn(effect, scope)
+  const marked = Effect.withFiber((fiber) =>
+    Effect.provideService(self, CurrentlyGuarded, { breaker, outer: fiber.getRef(CurrentlyGuarded) })
   )
+  const call = Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(Effect.exit(restore(marked)), (exit) =>
+      Effect.withFiber((fiber) => {
+        // Interrupted at the lease's end: the lease's end has counted the probe as failed already.
+        const cut = Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) &&
+          monotonicMillis(clockOf(fiber)) >= lease.end
+        const recorded = cut ? undefined : settle(breaker, lease.ticket, exit, fiber, registry, registry?.drops)
+        return recorded === undefined ? exit : Effect.andThen(recorded, exit)
+      }))
+  )
+  const probe = Effect.flatMap(
+    fork(call),
+    (running) =>
+      Effect.flatMap(
+        // The lease runs from the probe's admission, not from when this fiber got to run.
+        Effect.clockWith((clock) =>
+          Effect.timeoutOption(Fiber.await(running), Duration.millis(Math.max(0, lease.end - monotonicMillis(clock))))
+        ),
+        (ended) =>
+          Effect.withFiber((fiber): Effect.Effect<A, E | CircuitOpenError> => {
+            if (Option.isSome(ended)) {
+              return ended.value
+            }
+            running.interruptUnsafe(fiber.id)
+            return leaseEnded(breaker, fiber)
+          })
+      )
+  )
+  return fork(probe)
+}
+
+/** The probe's lease ended while it ran: it has been interrupted; the circuit reopens at the lease's end. */
+const leaseEnded = (breaker: Breaker, fiber: Fiber.Fiber<unknown, unknown>): Effect.Effect<never, CircuitOpenError> => {
+  const clock = clockOf(fiber)
+  const limits = breaker.shared.limits
+  breaker.series.count("failure")
+  return Effect.flatten(Ref.modify(breaker.state, (stored) => {
+    const now = monotonicMillis(clock)
+    const after = machine.expireProbe(stored, now, clock, limits)
+    const [admission] = machine.admit(after, now, limits)
+    const retryAfter = typeof admission === "number" ? 0 : admission.retryAfterMillis
+    const rejected = breaker.shared.rejections.get(breaker, breaker.name, "Open", retryAfter)
+    return [
+      after === stored
+        ? rejected
+        : Effect.andThen(reportChange(breaker, stored, after, "probe-timeout", clock), rejected),
+      after
+    ]
+  }))
 }
 
 /** The breaker `registry` holds for `breaker`'s peer, if it dropped `breaker` since it counted `drops`. */
@@ -133,8 +270,12 @@ const reject = (
 ): Exit.Exit<never, CircuitOpenError> => {
   breaker.series.count("rejected")
   annotateSpan(fiber, breaker.name, state._tag === "HalfOpen" ? "HalfOpen" : "Open")
-  return breaker.shared.rejections.get(breaker, breaker.name, retryAfterMillis)
+  const by = state._tag === "HalfOpen" ? "HalfOpen" : state._tag === "Isolated" ? "Isolated" : "Open"
+  return breaker.shared.rejections.get(breaker, breaker.name, by, retryAfterMillis)
 }
+
+/** A ticket no generation equals: its result decides nothing. */
+const staleTicket = -1
 
 /** Records how the call admitted with `ticket` ended; runs uninterruptibly, as the exit handler of the call. */
 const settle = (
@@ -145,32 +286,57 @@ const settle = (
   registry: PeerRegistry | undefined,
   drops: number | undefined
 ): Effect.Effect<void> | undefined => {
-  const breaker = current(admitted, fiber, registry, drops)
+  let breaker = admitted
+  if (registry !== undefined && registry.drops !== drops && registry.get(admitted.name) !== admitted) {
+    // The set dropped the breaker the call was admitted on, idle, so closed with an empty window. If that was still
+    // the call's closed period, the period goes on in the breaker the set holds now, from its first generation;
+    // otherwise the result is stale, as it would have been on the old breaker.
+    ticket = Ref.getUnsafe(admitted.state).generation === ticket ? machine.initial.generation : staleTicket
+    breaker = registry.lookup(admitted.name, fiber.context)
+  }
   // The common case, a call that succeeded on a closed circuit, changes nothing but a counter: no classifying, no
   // clock, no write.
   if (exit._tag === "Success" && Ref.getUnsafe(breaker.state)._tag === "Closed") {
     breaker.series.success()
     return undefined
   }
-  const outcome = exit._tag === "Success" ? "success" : classify(exit, breaker.shared.options.isFailure)
+  let thrown: { readonly error: unknown } | undefined
+  const outcome = exit._tag === "Success"
+    ? "success"
+    : classify(exit, breaker.shared.options.isFailure, (error) => (thrown ??= { error }))
   if (outcome === "success") breaker.series.success()
   else breaker.series.count(outcome)
   if (outcome !== "failure" && Ref.getUnsafe(breaker.state)._tag === "Closed") return undefined
   const clock = clockOf(fiber)
-  return Effect.flatten(Ref.modify(breaker.state, (before) => {
-    const after = machine.record(before, ticket, outcome, monotonicMillis(clock), clock, breaker.shared.limits)
+  const limits = breaker.shared.limits
+  const recorded = Effect.flatten(Ref.modify(breaker.state, (before) => {
+    const now = monotonicMillis(clock)
+    const after = machine.record(before, ticket, outcome, now, clock, limits)
     if (before._tag === after._tag) return [Effect.void, after]
     const reason: Reason = before._tag === "Closed"
       ? "failures"
+      : before._tag === "HalfOpen" && now >= machine.leaseEnd(before, limits)
+      ? "probe-timeout"
       : outcome === "success"
       ? "probe-succeeded"
       : "probe-failed"
     return [reportChange(breaker, before, after, reason, clock), after]
   }))
+  if (thrown === undefined || breaker.warnedIsFailure) return recorded
+  // Once per breaker: a predicate that throws throws on every failure.
+  breaker.warnedIsFailure = true
+  return Effect.andThen(
+    warn(breaker, "isFailure threw; the call was counted as a failure. This is logged once per peer.", thrown.error),
+    recorded
+  )
 }
 
 /** How a call ended, as far as the breaker is concerned. */
-const classify = (exit: Exit.Exit<unknown, unknown>, isFailure: (error: unknown) => boolean): machine.Outcome => {
+const classify = (
+  exit: Exit.Exit<unknown, unknown>,
+  isFailure: (error: unknown) => boolean,
+  onThrow: (error: unknown) => void
+): machine.Outcome => {
   if (Exit.isSuccess(exit)) return "success"
   let answered = false
   for (const reason of exit.cause.reasons) {
@@ -181,8 +347,9 @@ const classify = (exit: Exit.Exit<unknown, unknown>, isFailure: (error: unknown)
       let counts: unknown
       try {
         counts = isFailure(reason.error)
-      } catch {
+      } catch (error) {
         // A predicate that throws cannot tell us the peer is fine: count the call.
+        onThrow(error)
         counts = true
       }
       if (counts) return "failure"
@@ -199,7 +366,7 @@ const classify = (exit: Exit.Exit<unknown, unknown>, isFailure: (error: unknown)
  */
 export const applyOperatorChange = (
   breaker: Breaker,
-  change: (state: machine.State, now: number, wall: machine.WallClock) => machine.State,
+  change: (state: machine.State, now: number, wall: machine.WallClock, limits: machine.Limits) => machine.State,
   reason: Reason,
   clock: Clock.Clock
 ): Effect.Effect<void> =>
@@ -207,7 +374,7 @@ export const applyOperatorChange = (
     Ref.modify(breaker.state, (before) => {
       // Releases the pin the caller took on the breaker when it looked it up.
       breaker.pins--
-      const after = change(before, monotonicMillis(clock), clock)
+      const after = change(before, monotonicMillis(clock), clock, breaker.shared.limits)
       return [{ before, after }, after]
     }),
     ({ after, before }) => {

@@ -11,7 +11,11 @@
  *
  * Every transition increments `generation`. A call is admitted with a ticket equal to the generation it was admitted
  * under; its result is applied only while the generation is unchanged, so results of calls admitted under an
- * earlier state (before a trip, before a close, a probe whose slot expired) decide nothing.
+ * earlier state (before a trip, before a close, a probe whose lease ended) decide nothing.
+ *
+ * A probe holds a lease of `resetTimeout` from its start. A probe still running when its lease ends is a failed probe:
+ * the circuit reopens at the instant the lease ended. Nothing runs at that instant; `expireProbe` computes it from the
+ * time, and the shell applies it before every decision and every read.
  */
 
 /** The limits the machine enforces, with durations in milliseconds. */
@@ -93,8 +97,8 @@ export interface Open {
 }
 
 /**
- * Half-open. With a probe in flight (since `probeStartedAt`) other calls are rejected until it decides; without one
- * (its probe was interrupted) the next call is the probe.
+ * Half-open. With a probe in flight (since `probeStartedAt`) other calls are rejected until it decides or its lease
+ * ends; without one (its probe's own effect was interrupted) the next call is the probe.
  */
 export interface HalfOpen {
   readonly _tag: "HalfOpen"
@@ -140,32 +144,47 @@ const emptyClosed = (generation: number): Closed => ({ _tag: "Closed", generatio
 /** Whether a failure recorded at `at` is still inside the window at `now`. */
 const inWindow = (at: number, now: number, limits: Limits): boolean => now - at < limits.windowMillis
 
-/** Decides whether a call starting at `now` may run, and the state after that decision. */
+/** When the lease of the probe that `state` holds ends. */
+export const leaseEnd = (state: HalfOpen, limits: Limits): number => state.probeStartedAt + limits.resetTimeoutMillis
+
+/**
+ * The state at `now` once a probe whose lease has ended is counted as failed: the circuit reopened at the lease's
+ * end, for a whole `resetTimeout` from then. The same state otherwise.
+ */
+export const expireProbe = (state: State, now: number, wall: WallClock, limits: Limits): State => {
+  if (state._tag !== "HalfOpen" || !state.probeInFlight) return state
+  const end = leaseEnd(state, limits)
+  if (now < end) return state
+  return {
+    _tag: "Open",
+    generation: state.generation + 1,
+    openedAt: end,
+    openedAtWall: wall.currentTimeMillisUnsafe() - (now - end)
+  }
+}
+
+/**
+ * Decides whether a call starting at `now` may run, and the state after that decision. `state` is one that
+ * `expireProbe` has already been applied to at `now`.
+ */
 export const admit = (state: State, now: number, limits: Limits): readonly [Admission, State] => {
   switch (state._tag) {
     case "Closed":
       return [state.generation, state]
-    case "Open":
-      return waitOrProbe(state, state.openedAt, now, limits)
+    case "Open": {
+      const waited = now - state.openedAt
+      return waited < limits.resetTimeoutMillis
+        ? [{ retryAfterMillis: limits.resetTimeoutMillis - waited }, state]
+        : startProbe(state, now)
+    }
     case "Isolated":
-      return [{ retryAfterMillis: limits.resetTimeoutMillis }, state]
+      // An isolation lasts until an operator releases it: no time can be promised.
+      return [{ retryAfterMillis: Infinity }, state]
     case "HalfOpen":
-      // A probe that has held its slot for a whole resetTimeout is presumed hung: the next call probes again.
-      return state.probeInFlight ? waitOrProbe(state, state.probeStartedAt, now, limits) : startProbe(state, now)
+      return state.probeInFlight
+        ? [{ retryAfterMillis: leaseEnd(state, limits) - now }, state]
+        : startProbe(state, now)
   }
-}
-
-/** Rejects until a whole resetTimeout has passed since `since`, then admits the call as the probe. */
-const waitOrProbe = (
-  state: Open | HalfOpen,
-  since: number,
-  now: number,
-  limits: Limits
-): readonly [Admission, State] => {
-  const waited = now - since
-  return waited < limits.resetTimeoutMillis
-    ? [{ retryAfterMillis: limits.resetTimeoutMillis - waited }, state]
-    : startProbe(state, now)
 }
 
 const startProbe = (state: Open | HalfOpen, now: number): readonly [Admission, State] => {
@@ -194,15 +213,15 @@ export const record = (
     case "Closed":
       return outcome === "failure" ? recordClosedFailure(state, now, wall, limits) : state
     case "HalfOpen":
-      // A probe that held its slot for a whole resetTimeout lost it, whether or not another probe took it since.
-      if (now - state.probeStartedAt >= limits.resetTimeoutMillis) return state
+      // A result that arrives once the lease has ended comes too late: the probe has failed.
+      if (now >= leaseEnd(state, limits)) return expireProbe(state, now, wall, limits)
       switch (outcome) {
         case "success":
           return emptyClosed(state.generation + 1)
         case "failure":
           return open(state.generation, now, wall)
         case "ignored":
-          // An interrupted probe tells nothing about the peer: give its slot back so the next call probes.
+          // A probe whose own effect was interrupted tells nothing about the peer: the next call probes.
           return { ...state, generation: state.generation + 1, probeInFlight: false }
       }
     // No call is ever admitted under an Open or Isolated generation.
@@ -212,8 +231,12 @@ export const record = (
   }
 }
 
-/** Closes the circuit with an empty window; calls in flight decide nothing. An isolation is not ended by a reset. */
-export const reset = (state: State): State => state._tag === "Isolated" ? state : emptyClosed(state.generation + 1)
+/**
+ * Closes the circuit with an empty window; calls in flight decide nothing. An isolation is not ended by a reset, and
+ * a circuit that is closed with no failure in its window is left as it is.
+ */
+export const reset = (state: State, now: number, _wall: WallClock, limits: Limits): State =>
+  state._tag === "Isolated" || isIdle(state, now, limits) ? state : emptyClosed(state.generation + 1)
 
 /** Holds the circuit open, on top of any isolation already in force. */
 export const isolate = (state: State, now: number, wall: WallClock): Isolated =>

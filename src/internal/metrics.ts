@@ -135,30 +135,118 @@ export class Series {
   }
 }
 
+/** The most per-peer series a set keeps for peers whose breakers it dropped; the oldest go first beyond it. */
+export const maxRetainedSeries = 10_000
+
 /**
- * Returns the series for a peer under a labelling choice, registered in the registry of `context`. Series of a
- * shared label are built once; per-peer series are built with the peer's breaker and released when it is dropped.
+ * Per-peer series kept after their breaker was dropped as idle, for `retentionMillis` (and `maxRetainedSeries` at
+ * most), so that a low-traffic peer's counters keep counting across evictions instead of restarting. Expired ones
+ * are released when the set next drops or creates a breaker: no timer.
  */
-export const makeSeriesFor = (label: PeerLabel, context: Context.Context<never>): (peer: string) => Series => {
-  if (label === "peer") return (peer) => new Series(peer, context)
-  if (label === "none") {
-    const shared = new Series(undefined, context)
-    return () => shared
+class RetainedSeries {
+  /** By peer, in the order they were dropped, with the monotonic time until which each is kept. */
+  readonly #byPeer = new Map<string, { readonly series: Series; readonly until: number }>()
+  readonly #retentionMillis: number
+
+  constructor(retentionMillis: number) {
+    this.#retentionMillis = retentionMillis
   }
-  const byLabel = new Map<string, Series>()
-  return (peer) => {
-    let value: string
-    try {
-      value = String(label(peer))
-    } catch {
-      // A labelling bug must not fail the call it labels.
-      value = "unlabelled"
+
+  keep(peer: string, series: Series, now: number): void {
+    this.release(now)
+    this.#byPeer.set(peer, { series, until: now + this.#retentionMillis })
+    if (this.#byPeer.size > maxRetainedSeries) {
+      const [oldest, kept] = this.#byPeer.entries().next().value!
+      this.#byPeer.delete(oldest)
+      kept.series.release()
     }
+  }
+
+  take(peer: string, now: number): Series | undefined {
+    this.release(now)
+    const kept = this.#byPeer.get(peer)
+    if (kept === undefined) return undefined
+    this.#byPeer.delete(peer)
+    return kept.series
+  }
+
+  /** Releases the series kept until `now` or earlier; all of them with no argument. */
+  release(now = Number.POSITIVE_INFINITY): void {
+    for (const [peer, kept] of this.#byPeer) {
+      if (kept.until > now) return
+      this.#byPeer.delete(peer)
+      kept.series.release()
+    }
+  }
+}
+
+/** How the breakers of a set (or one single breaker) get their series, and give them back. */
+export interface SeriesSource {
+  /** The series of a new breaker for `peer`, at monotonic time `now`. */
+  readonly acquire: (peer: string, now: number) => Series
+  /** A dropped breaker's series, at monotonic time `now`: kept for a while if per peer. */
+  readonly drop: (peer: string, series: Series, now: number) => void
+  /** Releases every series this source registered (the set's scope is closing). */
+  readonly releaseAll: () => void
+}
+
+/**
+ * The series for peers under a labelling choice, registered in the registry of `context`. Series of a shared label
+ * are built once; per-peer series are built with the peer's breaker, kept for `retentionMillis` after it is dropped,
+ * and taken back if the peer returns. A label function that throws reports through `onLabelError`.
+ */
+export const makeSeriesSource = (
+  label: PeerLabel,
+  context: Context.Context<never>,
+  retentionMillis: number,
+  onLabelError: (peer: string, error: unknown) => void
+): SeriesSource => {
+  if (label === "peer") {
+    const retained = new RetainedSeries(retentionMillis)
+    const live = new Set<Series>()
+    return {
+      acquire: (peer, now) => {
+        const series = retained.take(peer, now) ?? new Series(peer, context)
+        live.add(series)
+        return series
+      },
+      drop: (peer, series, now) => {
+        live.delete(series)
+        retained.keep(peer, series, now)
+      },
+      releaseAll: () => {
+        for (const series of live) series.release()
+        live.clear()
+        retained.release()
+      }
+    }
+  }
+  const byLabel = new Map<string | undefined, Series>()
+  const seriesOf = (value: string | undefined): Series => {
     let series = byLabel.get(value)
     if (series === undefined) {
       series = new Series(value, context)
       byLabel.set(value, series)
     }
     return series
+  }
+  const labelOf = label === "none"
+    ? () => undefined
+    : (peer: string) => {
+      try {
+        return String(label(peer))
+      } catch (error) {
+        // A labelling bug must not fail the call it labels.
+        onLabelError(peer, error)
+        return "unlabelled"
+      }
+    }
+  return {
+    acquire: (peer) => seriesOf(labelOf(peer)),
+    drop: () => {},
+    releaseAll: () => {
+      for (const series of byLabel.values()) series.release()
+      byLabel.clear()
+    }
   }
 }

@@ -145,3 +145,70 @@ export const toLimits = (options: ResolvedOptions): Limits => ({
   windowMillis: Duration.toMillis(options.window),
   resetTimeoutMillis: Duration.toMillis(options.resetTimeout)
 })
+
+/** The environment variables `layerConfig` reads, by option, in the order they are reported. */
+export const environmentVariables = {
+  maxFailures: "CIRCUIT_MAX_FAILURES",
+  window: "CIRCUIT_WINDOW",
+  resetTimeout: "CIRCUIT_RESET_TIMEOUT",
+  idleTimeToLive: "CIRCUIT_IDLE_TIME_TO_LIVE"
+} as const
+
+/** The options `layerConfig` reads from the environment, each as its variable held it (absent when unset). */
+export type EnvironmentText = { readonly [K in keyof typeof environmentVariables]: string | undefined }
+
+/** The options read from the environment, validated all at once, with errors that name the variable. */
+export interface EnvironmentOptions {
+  readonly maxFailures?: number
+  readonly window?: Duration.Duration
+  readonly resetTimeout?: Duration.Duration
+  readonly idleTimeToLive?: Duration.Duration
+}
+
+const units = "nanos, micros, millis, seconds, minutes, hours, days or weeks"
+
+/**
+ * Parses the variables' text. An empty value is an error, not "use the default"; a duration needs a unit; every bad
+ * variable is reported in one `CircuitBreakerConfigError`.
+ */
+export const parseEnvironment = (
+  text: EnvironmentText
+): Effect.Effect<EnvironmentOptions, CircuitBreakerConfigError> => {
+  const options: { -readonly [K in keyof EnvironmentOptions]: EnvironmentOptions[K] } = {}
+  const names: Array<string> = []
+  const lines: Array<string> = []
+  const bad = (name: string, line: string) => {
+    names.push(name)
+    lines.push(line)
+  }
+  for (const key of Object.keys(environmentVariables) as Array<keyof typeof environmentVariables>) {
+    const name = environmentVariables[key]
+    const raw = text[key]
+    if (raw === undefined) continue
+    const value = raw.trim()
+    const shown = `${name}=${JSON.stringify(raw)}`
+    if (value === "") {
+      bad(name, `${name} is set but empty: unset it to use the default, or give it a value`)
+      continue
+    }
+    if (key === "maxFailures") {
+      const n = /^\d+$/.test(value) ? Number(value) : Number.NaN
+      if (Number.isSafeInteger(n)) options.maxFailures = n
+      else bad(name, `${shown}: expected a whole number of failures, 0 or more (e.g. 5)`)
+      continue
+    }
+    if (/^[+-]?(\d+\.?\d*|\.\d+)$/.test(value)) {
+      bad(name, `${shown}: a duration needs a unit, e.g. "${value} seconds" (${units})`)
+      continue
+    }
+    const duration = toPositiveDuration(value)
+    if (duration === undefined) {
+      bad(name, `${shown}: expected a finite duration longer than zero, e.g. "30 seconds" (${units})`)
+      continue
+    }
+    options[key] = duration
+  }
+  return names.length === 0
+    ? Effect.succeed(options)
+    : Effect.fail(new CircuitBreakerConfigError({ fields: names, details: lines.join("\n") }))
+}

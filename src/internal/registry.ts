@@ -27,10 +27,10 @@ export interface RegistryOptions<V extends Entry, C> {
   readonly origin: number
   /** The current monotonic time in milliseconds, read from a look-up's `C` only when a sweep or a creation needs it. */
   readonly now: (context: C) => number
-  readonly create: (key: string) => V
+  readonly create: (key: string, now: number) => V
   /** Whether an untouched entry could be dropped at `now` without anyone noticing. */
   readonly isIdle: (value: V, now: number) => boolean
-  readonly onDrop: (value: V) => void
+  readonly onDrop: (value: V, now: number) => void
 }
 
 /** The most entries one sweep looks at, which bounds the work of a single look-up. */
@@ -89,7 +89,7 @@ export class Registry<V extends Entry, C> {
   }
 
   #create(key: string, now: number): V {
-    const value = this.#options.create(key)
+    const value = this.#options.create(key, now)
     value.movedAt = this.#stamp(now)
     this.#entries.set(key, value)
     if (this.#sweepDueAt === Number.POSITIVE_INFINITY) this.#sweepDueAt = now + this.#options.timeToLive
@@ -127,7 +127,7 @@ export class Registry<V extends Entry, C> {
         this.#entries.set(key, value)
       } else {
         this.drops++
-        onDrop(value)
+        onDrop(value, now)
       }
     }
     this.#sweepDueAt = Number.POSITIVE_INFINITY

@@ -4,7 +4,7 @@
  */
 import * as Duration from "effect/Duration"
 import * as Exit from "effect/Exit"
-import { CircuitOpenError } from "../CircuitOpenError.ts"
+import { CircuitOpenError, type RejectedBy } from "../CircuitOpenError.ts"
 
 /** `Error.stackTraceLimit` is a V8 extension (Node, Deno, Bun, Chromium); elsewhere it is an ordinary property. */
 const ErrorWithLimit = Error as ErrorConstructor & { stackTraceLimit?: number | undefined }
@@ -23,14 +23,17 @@ const canSetStackTraceLimit = ((): boolean => {
  * Builds a `CircuitOpenError` without capturing a stack trace: capturing one costs microseconds, far more than the
  * rest of a rejection, and says nothing useful (the breaker rejected the call before it ran).
  */
-export const makeCircuitOpenError = (peer: string, retryAfterMillis: number): CircuitOpenError => {
-  if (!canSetStackTraceLimit) {
-    return new CircuitOpenError({ peer, retryAfter: Duration.millis(retryAfterMillis) }, { disableChecks: true })
+export const makeCircuitOpenError = (peer: string, state: RejectedBy, retryAfterMillis: number): CircuitOpenError => {
+  const fields = {
+    peer,
+    state,
+    retryAfter: retryAfterMillis === Infinity ? Duration.infinity : Duration.millis(retryAfterMillis)
   }
+  if (!canSetStackTraceLimit) return new CircuitOpenError(fields, { disableChecks: true })
   const limit = ErrorWithLimit.stackTraceLimit
   ErrorWithLimit.stackTraceLimit = 0
   try {
-    return new CircuitOpenError({ peer, retryAfter: Duration.millis(retryAfterMillis) }, { disableChecks: true })
+    return new CircuitOpenError(fields, { disableChecks: true })
   } finally {
     ErrorWithLimit.stackTraceLimit = limit
   }
@@ -43,15 +46,22 @@ export const makeCircuitOpenError = (peer: string, retryAfterMillis: number): Ci
  */
 export class RejectionCache {
   #owner: object | undefined = undefined
+  #state: RejectedBy = "Open"
   #retryAfterMillis = 0
   #exit: Exit.Exit<never, CircuitOpenError> | undefined = undefined
 
-  /** The rejection of a call to `peer` on the breaker `owner`, `retryAfterMillis` before it admits a call again. */
-  get(owner: object, peer: string, retryAfterMillis: number): Exit.Exit<never, CircuitOpenError> {
+  /**
+   * The rejection of a call to `peer` on the breaker `owner`, in `state`, `retryAfterMillis` before it may admit a
+   * call again.
+   */
+  get(owner: object, peer: string, state: RejectedBy, retryAfterMillis: number): Exit.Exit<never, CircuitOpenError> {
     const millis = Math.ceil(retryAfterMillis)
-    if (this.#exit !== undefined && this.#owner === owner && this.#retryAfterMillis === millis) return this.#exit
-    const exit = Exit.fail(makeCircuitOpenError(peer, millis))
+    if (
+      this.#exit !== undefined && this.#owner === owner && this.#retryAfterMillis === millis && this.#state === state
+    ) return this.#exit
+    const exit = Exit.fail(makeCircuitOpenError(peer, state, millis))
     this.#owner = owner
+    this.#state = state
     this.#retryAfterMillis = millis
     this.#exit = exit
     return exit

@@ -8,6 +8,7 @@ import type * as Fiber from "effect/Fiber"
 import * as PubSub from "effect/PubSub"
 import type { Reason, StateTag } from "../CircuitStateChange.ts"
 import type { Breaker } from "./breaker.ts"
+import { displayMillis, displayPeer } from "./display.ts"
 import type * as machine from "./machine.ts"
 import { tagOf } from "./view.ts"
 
@@ -23,19 +24,27 @@ export const annotateSpan = (fiber: Fiber.Fiber<unknown, unknown>, peer: string,
 
 const transitionLog = (breaker: Breaker, reason: Reason): Effect.Effect<void> => {
   const { limits } = breaker.shared
+  const rejecting = `rejecting calls for ${displayMillis(limits.resetTimeoutMillis)}`
   switch (reason) {
     case "failures":
       return Effect.logWarning(
-        `Circuit opened: more than ${limits.maxFailures} failures within ${limits.windowMillis} ms; ` +
-          `rejecting calls for ${limits.resetTimeoutMillis} ms`
+        limits.maxFailures === 0
+          ? `Circuit opened on the first failure; ${rejecting}`
+          : `Circuit opened: more than ${limits.maxFailures} failures within ${
+            displayMillis(limits.windowMillis)
+          }; ${rejecting}`
       )
     case "probe":
       return Effect.logDebug("Circuit half-open: letting one probe through")
     case "probe-succeeded":
       return Effect.logInfo("Circuit closed: the probe succeeded")
     case "probe-failed":
+      return Effect.logWarning(`Circuit re-opened: the probe failed; ${rejecting}`)
+    case "probe-timeout":
       return Effect.logWarning(
-        `Circuit re-opened: the probe failed; rejecting calls for ${limits.resetTimeoutMillis} ms`
+        `Circuit re-opened: the probe was still running when its ${
+          displayMillis(limits.resetTimeoutMillis)
+        } lease ended; ${rejecting}`
       )
     case "reset":
       return Effect.logInfo("Circuit reset by an operator")
@@ -45,6 +54,10 @@ const transitionLog = (breaker: Breaker, reason: Reason): Effect.Effect<void> =>
       return Effect.logInfo("Circuit released by an operator: closed")
   }
 }
+
+/** Logs `message` at Warning, annotated with the breaker's peer (shortened if very long), never failing. */
+export const warn = (breaker: Breaker, message: string, error: unknown): Effect.Effect<void> =>
+  Effect.ignoreCause(Effect.annotateLogs(Effect.logWarning(message, error), "peer", displayPeer(breaker.name)))
 
 /**
  * Reports a change of state: the state gauge and transition counter at once, and an effect that publishes the
@@ -61,7 +74,7 @@ export const reportChange = (
   const toTag = tagOf(to)
   breaker.series.transition(fromTag, toTag)
   // Reporting must never fail the call it runs in: a logger that breaks is its own problem, not the peer's.
-  const log = Effect.ignoreCause(Effect.annotateLogs(transitionLog(breaker, reason), "peer", breaker.name))
+  const log = Effect.ignoreCause(Effect.annotateLogs(transitionLog(breaker, reason), "peer", displayPeer(breaker.name)))
   const changes = breaker.shared.changes
   if (changes === undefined) return log
   const change = { peer: breaker.name, from: fromTag, to: toTag, at: clock.currentTimeMillisUnsafe(), reason }

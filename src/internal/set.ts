@@ -23,8 +23,6 @@ import { readState, toCircuitState, toPeerSnapshot } from "./view.ts"
 export const invalidPeer = (peer: unknown): Effect.Effect<never> =>
   Effect.die(new TypeError(`CircuitBreakerSet: a peer must be a string, got ${peer === null ? "null" : typeof peer}`))
 
-const noop = (): void => {}
-
 /** The service `CircuitBreakerSet.make` builds. The top-level `withBreaker` recognises it, to reach `registry`. */
 export class SetService implements Service {
   readonly registry: PeerRegistry
@@ -43,10 +41,11 @@ export class SetService implements Service {
       timeToLive: Duration.toMillis(idleTimeToLive),
       origin,
       now: (context) => monotonicMillis(Context.get(context, Clock.Clock)),
-      create: (peer) => new PeerBreaker(peer, shared),
+      create: (peer, now) => new PeerBreaker(peer, shared, now),
       isIdle,
-      // Per-peer series go with their breaker, or an unbounded population of peers would grow the metric registry.
-      onDrop: shared.options.metricPeerLabel === "peer" ? (breaker) => breaker.series.release() : noop
+      // Per-peer series are kept for a while, then released: an unbounded population of peers must not grow the
+      // metric registry without bound.
+      onDrop: (breaker, now) => shared.series.drop(breaker.name, breaker.series, now)
     })
     this.changes = Stream.fromPubSub(changes)
     this.options = { ...shared.options, idleTimeToLive }
@@ -71,7 +70,12 @@ export class SetService implements Service {
     })
   )
 
-  readonly reset: Service["reset"] = (peer) => this.#operate(peer, machine.reset, "reset")
+  // A peer the set does not hold is closed with nothing in its window: resetting it changes nothing, and must not
+  // create a breaker.
+  readonly reset: Service["reset"] = (peer) =>
+    typeof peer === "string" && this.registry.get(peer) === undefined
+      ? Effect.void
+      : this.#operate(peer, machine.reset, "reset")
 
   readonly isolate: Service["isolate"] = (peer) =>
     Effect.acquireRelease(
@@ -82,7 +86,7 @@ export class SetService implements Service {
   /** Applies an operator's change to `peer`'s breaker, creating it if the set does not hold it. */
   #operate(
     peer: string,
-    change: (state: machine.State, now: number, wall: machine.WallClock) => machine.State,
+    change: (state: machine.State, now: number, wall: machine.WallClock, limits: machine.Limits) => machine.State,
     reason: Reason
   ): Effect.Effect<void> {
     if (typeof peer !== "string") return invalidPeer(peer)

@@ -16,11 +16,12 @@ export const tagOf = (state: machine.State): StateTag => state._tag === "Isolate
 
 /** The public view of a machine state at monotonic time `now` and wall-clock time `wallNow`. */
 export const toCircuitState = (
-  state: machine.State,
+  stored: machine.State,
   now: number,
   wallNow: number,
   limits: machine.Limits
 ): CircuitState => {
+  const state = machine.expireProbe(stored, now, { currentTimeMillisUnsafe: () => wallNow }, limits)
   switch (state._tag) {
     case "Closed":
       return { _tag: "Closed", failures: machine.failuresInWindow(state, now, limits) }
@@ -32,17 +33,15 @@ export const toCircuitState = (
     }
     case "Isolated":
       return open(state.openedAtWall, wallNow, limits.resetTimeoutMillis, true)
-    case "HalfOpen": {
-      const remaining = limits.resetTimeoutMillis - (now - state.probeStartedAt)
-      return state.probeInFlight && remaining > 0
+    case "HalfOpen":
+      return state.probeInFlight
         ? {
           _tag: "HalfOpen",
           openedAt: state.openedAtWall,
           probeInFlight: true,
-          retryAfter: Duration.millis(remaining)
+          retryAfter: Duration.millis(machine.leaseEnd(state, limits) - now)
         }
         : { _tag: "HalfOpen", openedAt: state.openedAtWall, probeInFlight: false, retryAfter: Duration.zero }
-    }
   }
 }
 

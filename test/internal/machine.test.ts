@@ -44,13 +44,24 @@ describe("machine: transitions", () => {
     assert.deepStrictEqual(machine.admit(probing, 12_000, policy)[0], { retryAfterMillis: 8_000 })
   })
 
-  it("a probe whose slot expired is replaced, and its late result is ignored", () => {
+  it("a probe still running when its lease ends has failed: the circuit reopened at the lease's end", () => {
     const open: machine.State = { _tag: "Open", generation: 1, openedAt: 0, openedAtWall: 0 }
-    const [first, probing] = admitTicket(open, 10_000)
-    const [second, reprobing] = admitTicket(probing, 20_000)
-    assert.notStrictEqual(first, second)
-    assert.strictEqual(machine.record(reprobing, first, "success", 20_001, wallAt(20_001), policy), reprobing)
-    assert.strictEqual(machine.record(reprobing, second, "success", 20_001, wallAt(20_001), policy)._tag, "Closed")
+    const [ticket, probing] = admitTicket(open, 10_000)
+    assert.strictEqual(machine.expireProbe(probing, 19_999, wallAt(19_999), policy), probing)
+    const expired = machine.expireProbe(probing, 25_000, wallAt(25_000), policy)
+    assert.deepStrictEqual(expired, { _tag: "Open", generation: 3, openedAt: 20_000, openedAtWall: 20_000 })
+    // A result at or after the lease's end is the same timeout, whatever the outcome.
+    assert.deepStrictEqual(machine.record(probing, ticket, "success", 20_000, wallAt(20_000), policy), {
+      _tag: "Open",
+      generation: 3,
+      openedAt: 20_000,
+      openedAtWall: 20_000
+    })
+    // The late result of the expired probe decides nothing.
+    assert.strictEqual(machine.record(expired, ticket, "success", 25_000, wallAt(25_000), policy), expired)
+    // Rejected until a whole resetTimeout after the lease's end, then the next call probes.
+    assert.deepStrictEqual(machine.admit(expired, 29_999, policy)[0], { retryAfterMillis: 1 })
+    assert.strictEqual(typeof machine.admit(expired, 30_000, policy)[0], "number")
   })
 
   it("an ignored probe gives its slot back without restarting the open period", () => {

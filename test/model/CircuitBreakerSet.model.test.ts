@@ -2,6 +2,11 @@
  * Model-based property test: random command sequences run against the real `CircuitBreakerSet` under `TestClock`,
  * every outcome compared with the reference model in `./model.ts`.
  *
+ * A probe runs in a fiber of its own, detached from its caller: interrupting a probe's caller (`interruptFromOutside`)
+ * releases the caller at once and leaves the probe in flight, to be ended by a later `Finish` through its latch. A
+ * probe still in flight when its lease ends (during an `Advance`) is interrupted then, and its caller, if it still
+ * waits, fails with `CircuitOpenError`.
+ *
  * Environment:
  * - `MODEL_RUNS`: sequences to run (default 1000; `npm run test:model-long` runs 100,000).
  * - `MODEL_SEED`: the fast-check seed (default fixed, so CI runs the same sequences each time).
@@ -54,7 +59,10 @@ type Command =
   | { readonly _tag: "Call"; readonly peer: Peer; readonly ending: Ending }
   /** A call that starts now and stays in flight until a later `Finish` (or forever). */
   | { readonly _tag: "Start"; readonly peer: Peer }
-  /** Ends the `pick`-th call in flight (modulo their number), or interrupts it from outside. */
+  /**
+   * Ends the `pick`-th call in flight (modulo their number), or interrupts its caller from outside (which ends a call
+   * admitted while closed, but only detaches a probe from its caller: the probe stays in flight).
+   */
   | { readonly _tag: "Finish"; readonly pick: number; readonly ending: Ending | "interruptFromOutside" }
   /** Concurrent calls: all start now, each in its own fiber; the admitted ones end together. */
   | { readonly _tag: "Batch"; readonly calls: ReadonlyArray<{ readonly peer: Peer; readonly ending: Ending }> }
@@ -188,7 +196,10 @@ const showExit = (exit: Exit.Exit<unknown, unknown>): string => {
       const error = reason.error
       if (error === counted) return "fail(counted)"
       if (error === rejected) return "fail(rejected)"
-      if (error instanceof Error && error.name === "CircuitOpenError") return "fail(CircuitOpenError)"
+      if (error instanceof Error && error.name === "CircuitOpenError") {
+        const retryAfter = Duration.toMillis((error as unknown as { retryAfter: Duration.Duration }).retryAfter)
+        return `fail(CircuitOpenError, retryAfter ${retryAfter})`
+      }
       return `fail(${String(error)})`
     }
     if (Cause.isDieReason(reason)) return `die(${String(reason.defect)})`
@@ -229,7 +240,10 @@ interface InFlight {
   readonly peer: Peer
   readonly ticket: Model.Ticket
   readonly release: Deferred.Deferred<Ending>
+  /** The caller's fiber. */
   readonly fiber: Fiber.Fiber<string, unknown>
+  /** A probe whose caller was interrupted: the probe runs on, and nobody waits for its result. */
+  readonly detached: boolean
 }
 
 /** A call forked in its own fiber; `started` tells whether the wrapped effect began (the call was admitted). */
@@ -283,10 +297,9 @@ const runScenario = (scenario: Scenario) =>
       model = next
       if (admission.admitted) note(admission.ticket._tag === "ProbeCall" ? "probe admitted" : "closed call admitted")
       else note(before._tag === "Open" ? "rejected while open" : "rejected while a probe is in flight")
-      if (
-        admission.admitted && admission.ticket._tag === "ProbeCall" &&
-        inFlight.some((call) => call.peer === peer && call.ticket._tag === "ProbeCall")
-      ) note("probe admitted while an expired probe still runs")
+      if (admission.admitted && admission.ticket._tag === "ProbeCall" && inFlight.some((call) => call.peer === peer)) {
+        note("probe admitted while an earlier call on the peer is in flight")
+      }
       return admission
     }
     const settle = (ticket: Model.Ticket, verdict: Model.Verdict): void => {
@@ -297,6 +310,16 @@ const runScenario = (scenario: Scenario) =>
       else note(`${ticket._tag} ${verdict}: ${before._tag} -> ${after._tag}`)
       model = next
     }
+
+    /** Whether the lease of the probe admitted with `ticket` has ended by now. */
+    const leaseEnded = (ticket: Model.Ticket): boolean =>
+      ticket._tag === "ProbeCall" && now >= Model.leaseEnd(model, ticket)
+    /**
+     * The exit of a probe's caller that still waited when the probe's lease ended: it failed then, at the lease's end
+     * (the test clock wakes the probe's timer at that instant), when the circuit had just reopened for a whole
+     * resetTimeout.
+     */
+    const leaseEndedExit = `failure(fail(CircuitOpenError, retryAfter ${scenario.resetTimeout}))`
 
     const fail = (message: string): never => {
       throw new Mismatch(`${message}\ntrace (t = ms since start):\n${trace.join("\n")}`)
@@ -368,6 +391,18 @@ const runScenario = (scenario: Scenario) =>
           now += Math.max(0, millis)
           const elapsed = Number(clock.monotonicTimeNanosUnsafe()) / 1e6 - monotonicAtStart
           check(`${what}: monotonic clock`, String(now), String(elapsed))
+          // A probe whose lease has ended was interrupted then; its caller, if it still waited, was failed then.
+          for (const call of inFlight) {
+            if (!leaseEnded(call.ticket)) continue
+            note("probe in flight when its lease ended")
+            if (call.detached) continue
+            const exit = call.fiber.pollUnsafe()
+            check(
+              `${what}: exit of the caller of ${JSON.stringify(call.ticket)}`,
+              leaseEndedExit,
+              exit ? showExit(exit) : "pending"
+            )
+          }
           break
         }
         case "Read":
@@ -391,24 +426,54 @@ const runScenario = (scenario: Scenario) =>
             Effect.flatMap(Deferred.await(release), effectOf),
             true
           )
+          // A probe starts in a fiber of its own, which the scheduler runs.
+          for (let i = 0; i < 100 && !call.started() && !call.fiber.pollUnsafe(); i++) yield* Effect.yieldNow
           checkAdmission(what, command.peer, call, admission)
           if (admission.admitted) {
-            inFlight.push({ peer: command.peer, ticket: admission.ticket, release, fiber: call.fiber })
+            inFlight.push({ peer: command.peer, ticket: admission.ticket, release, fiber: call.fiber, detached: false })
           }
           break
         }
         case "Finish": {
           if (inFlight.length === 0) break
-          const [call] = inFlight.splice(command.pick % inFlight.length, 1)
-          trace.push(`   finishes the call on ${JSON.stringify(call.peer)} admitted as ${JSON.stringify(call.ticket)}`)
+          const index = command.pick % inFlight.length
+          const [call] = inFlight.splice(index, 1)
+          const { ticket } = call
+          trace.push(
+            `   finishes the ${call.detached ? "detached " : ""}call on ${JSON.stringify(call.peer)} admitted as ${
+              JSON.stringify(ticket)
+            }`
+          )
           if (command.ending === "interruptFromOutside") {
             yield* Fiber.interrupt(call.fiber)
-          } else {
-            yield* Deferred.succeed(call.release, command.ending)
+            if (ticket._tag === "ProbeCall") {
+              // The caller is released at once; the probe runs on, detached, and decides when it ends. The model does
+              // not change.
+              if (!call.detached) {
+                note(leaseEnded(ticket) ? "caller of a timed-out probe interrupted" : "probe detached from its caller")
+                const exit = yield* Fiber.await(call.fiber)
+                check(`${what}: exit`, leaseEnded(ticket) ? leaseEndedExit : "failure(interrupt)", showExit(exit))
+              }
+              inFlight.splice(index, 0, { ...call, detached: true })
+              break
+            }
+            const exit = yield* Fiber.await(call.fiber)
+            check(`${what}: exit`, expectedExit(command.ending), showExit(exit))
+            settle(ticket, verdictOf(command.ending))
+            break
           }
-          const exit = yield* Fiber.await(call.fiber)
-          check(`${what}: exit`, expectedExit(command.ending), showExit(exit))
-          settle(call.ticket, verdictOf(command.ending))
+          // Ended through its latch. After its lease, the probe has been interrupted already: this does nothing.
+          const timedOut = leaseEnded(ticket)
+          yield* Deferred.succeed(call.release, command.ending)
+          if (call.detached) {
+            // Nobody waits for a detached probe: let its fibers run to the end.
+            for (let i = 0; i < 10; i++) yield* Effect.yieldNow
+          } else {
+            const exit = yield* Fiber.await(call.fiber)
+            check(`${what}: exit`, timedOut ? leaseEndedExit : expectedExit(command.ending), showExit(exit))
+          }
+          if (call.detached && !timedOut) note(`detached probe ended: ${verdictOf(command.ending)}`)
+          settle(ticket, verdictOf(command.ending))
           break
         }
         case "Batch": {
