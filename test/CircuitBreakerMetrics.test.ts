@@ -6,7 +6,9 @@ import {
   Boom,
   type CapturedLog,
   captureLogs,
+  collect,
   count,
+  expectRejection,
   failing,
   forkAdmitted,
   gauge,
@@ -232,10 +234,15 @@ describe("warnings and log lines", () => {
     const logs: Array<CapturedLog> = []
     const peer = "x".repeat(300)
     return Effect.gen(function*() {
+      const set = yield* CircuitBreakerSet
+      const changes = yield* collect(set.changes, 1)
       yield* Effect.exit(failing.pipe(withBreaker(peer)))
       const opened = logs.find((log) => log.message.startsWith("Circuit opened"))
       assert.strictEqual(opened?.message, "Circuit opened on the first failure; rejecting calls for 10s")
       assert.strictEqual(opened?.annotations.peer, `${"x".repeat(256)}… (300 characters)`)
+      // The change record and the error keep the whole name.
+      assert.strictEqual(Array.from(yield* Fiber.join(changes))[0]!.peer, peer)
+      assert.strictEqual((yield* expectRejection(Effect.void.pipe(withBreaker(peer)))).peer, peer)
     }).pipe(provideSet({ maxFailures: 0 }), Effect.provide(captureLogs(logs)))
   })
 

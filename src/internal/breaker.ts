@@ -45,13 +45,23 @@ export interface Guarded {
   readonly outer: Guarded | undefined
 }
 
-/** A call's context (`base`), the breakers it ran under (`guarded`), and that context marked with `breaker`. */
-export interface LastMarked {
-  readonly base: Context.Context<never>
-  readonly guarded: Guarded | undefined
-  readonly breaker: Breaker
-  readonly marked: Context.Context<never>
-}
+/**
+ * The last caller's context seen by a set (`base`), the breakers it ran under (`guarded`), and, once a call to a
+ * closed circuit ran in it, that context marked with that call's `breaker`.
+ */
+export type LastMarked =
+  | {
+    readonly base: Context.Context<never>
+    readonly guarded: Guarded | undefined
+    readonly breaker: Breaker
+    readonly marked: Context.Context<never>
+  }
+  | {
+    readonly base: Context.Context<never>
+    readonly guarded: Guarded | undefined
+    readonly breaker: undefined
+    readonly marked: undefined
+  }
 
 /** The shared settings of a breaker or a set, with its metrics registered in `context`'s registry. */
 export const makeShared = (

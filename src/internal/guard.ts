@@ -100,9 +100,12 @@ const run = <A, E, R>(
   }
   const current = Ref.getUnsafe(breaker.state)
   const context = fiber.context
-  const last = breaker.shared.lastMarked
-  const known = last !== undefined && last.base === context
-  const guarded = known ? last.guarded : fiber.getRef(CurrentlyGuarded)
+  let last = breaker.shared.lastMarked
+  if (last === undefined || last.base !== context) {
+    last = { base: context, guarded: fiber.getRef(CurrentlyGuarded), breaker: undefined, marked: undefined }
+    breaker.shared.lastMarked = last
+  }
+  const guarded = last.guarded
   if (guarded !== undefined && isGuardedBy(guarded, breaker)) return self
   if (current._tag === "Closed") {
     // machine.admit admits every call to a closed circuit with its generation, and needs no clock for it: inlined.
@@ -111,7 +114,7 @@ const run = <A, E, R>(
     annotateSpan(fiber, breaker.name, "Closed")
     // Marks the call as guarded by this breaker for its own duration, in the same step as its admission; the exit
     // handler puts the caller's context back before anything else.
-    fiber.setContext(known && last.breaker === breaker ? last.marked : markedContext(breaker, context, guarded))
+    fiber.setContext(last.breaker === breaker ? last.marked : markedContext(breaker, context, guarded))
     return Effect.onExitPrimitive(self, (exit) => {
       fiber.setContext(context)
       return settle(breaker, ticket, exit, fiber, registry, drops)
