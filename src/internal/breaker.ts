@@ -35,6 +35,8 @@ export interface Shared {
   pendingWarning: Effect.Effect<void> | undefined
   /** Whether `pendingWarning` has been set once already. */
   warnedLabel: boolean
+  /** The breakers for which a throwing `isFailure` has been logged: it is logged once per breaker. */
+  readonly warnedIsFailure: WeakSet<Breaker>
   /** The context a call to `breaker` from `base` last ran in (see `guard.ts`); a cache, one entry per set. */
   lastMarked: LastMarked | undefined
 }
@@ -89,6 +91,7 @@ export const makeShared = (
     probes,
     pendingWarning: undefined,
     warnedLabel: false,
+    warnedIsFailure: new WeakSet(),
     lastMarked: undefined
   }
   return shared
@@ -109,8 +112,6 @@ export class Breaker implements CircuitBreaker {
    * circuit half-open, and a closed call's result goes to whichever breaker the set holds for the peer by then.
    */
   pins = 0
-  /** Whether a throwing `isFailure` has been logged for this breaker: it is logged once. */
-  warnedIsFailure = false
 
   /** `now` is the monotonic time in milliseconds, when a set's retained series may have expired. */
   constructor(name: string, shared: Shared, now: number) {

@@ -93,11 +93,7 @@ const run = <A, E, R>(
   self: Effect.Effect<A, E, R>,
   registry: PeerRegistry | undefined
 ): Effect.Effect<A, E | CircuitOpenError, R> => {
-  const warning = breaker.shared.pendingWarning
-  if (warning !== undefined) {
-    breaker.shared.pendingWarning = undefined
-    return Effect.andThen(warning, Effect.withFiber((fiber) => run(fiber, breaker, self, registry)))
-  }
+  if (breaker.shared.pendingWarning !== undefined) return warnFirst(breaker, self, registry)
   const current = Ref.getUnsafe(breaker.state)
   const context = fiber.context
   let last = breaker.shared.lastMarked
@@ -120,6 +116,28 @@ const run = <A, E, R>(
       return settle(breaker, ticket, exit, fiber, registry, drops)
     })
   }
+  return runNotClosed(fiber, breaker, current, self, registry)
+}
+
+/** Logs the set's pending warning in this call's fiber, then runs the call. */
+const warnFirst = <A, E, R>(
+  breaker: Breaker,
+  self: Effect.Effect<A, E, R>,
+  registry: PeerRegistry | undefined
+): Effect.Effect<A, E | CircuitOpenError, R> => {
+  const warning = breaker.shared.pendingWarning ?? Effect.void
+  breaker.shared.pendingWarning = undefined
+  return Effect.andThen(warning, Effect.withFiber((fiber) => run(fiber, breaker, self, registry)))
+}
+
+/** `run` for a circuit that is not closed: a rejection, or the probe. Apart, so that `run` stays small. */
+const runNotClosed = <A, E, R>(
+  fiber: Fiber.Fiber<unknown, unknown>,
+  breaker: Breaker,
+  current: machine.State,
+  self: Effect.Effect<A, E, R>,
+  registry: PeerRegistry | undefined
+): Effect.Effect<A, E | CircuitOpenError, R> => {
   const clock = clockOf(fiber)
   const now = monotonicMillis(clock)
   const limits = breaker.shared.limits
@@ -303,6 +321,16 @@ const settle = (
     breaker.series.success()
     return undefined
   }
+  return settleOutcome(breaker, ticket, exit, fiber)
+}
+
+/** `settle` past its common case; apart, so that the common case allocates nothing. */
+const settleOutcome = (
+  breaker: Breaker,
+  ticket: number,
+  exit: Exit.Exit<unknown, unknown>,
+  fiber: Fiber.Fiber<unknown, unknown>
+): Effect.Effect<void> | undefined => {
   let thrown: { readonly error: unknown } | undefined
   const outcome = exit._tag === "Success"
     ? "success"
@@ -325,9 +353,9 @@ const settle = (
       : "probe-failed"
     return [reportChange(breaker, before, after, reason, clock), after]
   }))
-  if (thrown === undefined || breaker.warnedIsFailure) return recorded
+  if (thrown === undefined || breaker.shared.warnedIsFailure.has(breaker)) return recorded
   // Once per breaker: a predicate that throws throws on every failure.
-  breaker.warnedIsFailure = true
+  breaker.shared.warnedIsFailure.add(breaker)
   return Effect.andThen(
     warn(breaker, "isFailure threw; the call was counted as a failure. This is logged once per peer.", thrown.error),
     recorded
