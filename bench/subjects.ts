@@ -5,8 +5,10 @@
  * The library comes as an argument: the working tree's (`current`) or a `--baseline` build of it, both built by the
  * same functions, so their cases differ in nothing but the library.
  */
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import { CircuitBreaker as Persistence } from "effect/persistence"
 import * as References from "effect/References"
@@ -29,11 +31,16 @@ export const failure = new Error("peer failed")
 export const forever = "1 day"
 
 /** Builds a set's service from the public layer. */
-/** The set of a layer built with `options`; its metrics go to `registry` if given, to the default registry if not. */
+/**
+ * The set of a layer built with `options`, in a scope left open for the rest of the process, as an application's
+ * set would be (a set used after its scope closed has released its metric series); its metrics go to `registry` if
+ * given, to the default registry if not.
+ */
 export const makeSet = (lib: Library, options: SetOptions, registry?: Metric.MetricRegistry): SetService => {
-  const build = Effect.gen(function*() {
-    return yield* lib.CircuitBreakerSet
-  }).pipe(Effect.provide(lib.CircuitBreakerSet.layer(options)))
+  const scope = Effect.runSync(Scope.make())
+  const build = Layer.buildWithScope(lib.CircuitBreakerSet.layer(options), scope).pipe(
+    Effect.map((context) => Context.get(context, lib.CircuitBreakerSet))
+  )
   return Effect.runSync(
     registry === undefined ? build : build.pipe(Effect.provideService(Metric.MetricRegistry, registry))
   )
