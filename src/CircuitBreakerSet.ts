@@ -172,7 +172,10 @@ export interface Service {
    */
   readonly isolate: (peer: string) => Effect.Effect<void, never, Scope.Scope>
   /** The validated options every breaker of the set uses. */
-  readonly options: ResolvedOptions & { readonly idleTimeToLive: Duration.Duration }
+  readonly options: ResolvedOptions & {
+    readonly idleTimeToLive: Duration.Duration
+    readonly metricRetention: Duration.Duration
+  }
 }
 
 /**
@@ -208,14 +211,15 @@ export const make: (options?: SetOptions) => Effect.Effect<Service, CircuitBreak
     const changes = yield* Effect.acquireRelease(PubSub.sliding<CircuitStateChange>(changesBuffer), PubSub.shutdown)
     const context = yield* Effect.context<never>()
     const scope = yield* Effect.scope
-    const retention = Duration.toMillis(positiveDuration(decoded.metricRetention ?? defaultMetricRetention))
-    const shared = makeShared(resolve(decoded), context, changes, scope, retention)
+    const metricRetention = positiveDuration(decoded.metricRetention ?? defaultMetricRetention)
+    const shared = makeShared(resolve(decoded), context, changes, scope, Duration.toMillis(metricRetention))
     // Every series the set registered goes with it: a set built again starts from fresh series.
     yield* Effect.addFinalizer(() => Effect.sync(() => shared.series.releaseAll()))
     return new SetService(
       shared,
       changes,
       positiveDuration(decoded.idleTimeToLive ?? defaultIdleTimeToLive),
+      metricRetention,
       monotonicMillis(Context.get(context, Clock.Clock))
     )
   })

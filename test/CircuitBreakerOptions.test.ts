@@ -34,6 +34,10 @@ const badValues: ReadonlyArray<readonly [field: string, value: unknown]> = [
   ["idleTimeToLive", "forever"],
   ["idleTimeToLive", Duration.infinity],
   ["idleTimeToLive", null],
+  ["metricRetention", 0],
+  ["metricRetention", Duration.infinity],
+  ["metricRetention", Number.NaN],
+  ["metricRetention", "15"],
   ["isFailure", true],
   ["isFailure", "Boom"],
   ["isFailure", null],
@@ -147,6 +151,7 @@ describe("layerConfig", () => {
       const set = yield* CircuitBreakerSet
       assert.strictEqual(set.options.maxFailures, 3)
       assert.strictEqual(Duration.toMillis(set.options.window), 60_000)
+      assert.strictEqual(Duration.toMillis(set.options.metricRetention), 15 * 60_000)
       assert.isFalse(set.options.isFailure("anything"))
     }).pipe(Effect.provide(CircuitBreakerSet.layerConfig({ isFailure: () => false }).pipe(Layer.provide(fromEnv({}))))))
 

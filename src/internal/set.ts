@@ -34,6 +34,7 @@ export class SetService implements Service {
     shared: Shared,
     changes: PubSub.PubSub<CircuitStateChange>,
     idleTimeToLive: Duration.Duration,
+    metricRetention: Duration.Duration,
     origin: number
   ) {
     this.#shared = shared
@@ -48,7 +49,7 @@ export class SetService implements Service {
       onDrop: (breaker, now) => shared.series.drop(breaker.name, breaker.series, now)
     })
     this.changes = Stream.fromPubSub(changes)
-    this.options = { ...shared.options, idleTimeToLive }
+    this.options = { ...shared.options, idleTimeToLive, metricRetention }
   }
 
   readonly withBreaker: Service["withBreaker"] = (peer) =>
