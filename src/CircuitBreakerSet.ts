@@ -296,9 +296,10 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
 
   /**
    * A layer whose options are read through Effect's `Config`, by default from the environment:
-   * `CIRCUIT_MAX_FAILURES` (an integer), `CIRCUIT_WINDOW`, `CIRCUIT_RESET_TIMEOUT` and `CIRCUIT_IDLE_TIME_TO_LIVE`
-   * (durations such as `30 seconds`). Missing keys take the defaults; unparsable values fail with `ConfigError`, and
-   * values out of range with `CircuitBreakerConfigError`.
+   * `CIRCUIT_MAX_FAILURES` (a whole number), `CIRCUIT_WINDOW`, `CIRCUIT_RESET_TIMEOUT`, `CIRCUIT_IDLE_TIME_TO_LIVE`
+   * and `CIRCUIT_METRIC_RETENTION` (durations with a unit, such as `30 seconds`). Missing keys take the defaults. A
+   * bad value, an empty one or a duration without a unit fails with `CircuitBreakerConfigError`, which names every
+   * bad variable and its value at once.
    *
    * **Details**
    *
@@ -330,7 +331,8 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
           maxFailures: Config.option(Config.String(environmentVariables.maxFailures)),
           window: Config.option(Config.String(environmentVariables.window)),
           resetTimeout: Config.option(Config.String(environmentVariables.resetTimeout)),
-          idleTimeToLive: Config.option(Config.String(environmentVariables.idleTimeToLive))
+          idleTimeToLive: Config.option(Config.String(environmentVariables.idleTimeToLive)),
+          metricRetention: Config.option(Config.String(environmentVariables.metricRetention))
         })
         const fromEnvironment = yield* parseEnvironment({
           maxFailures: Option.getOrElse(text.maxFailures, () => emptyInProcess(environmentVariables.maxFailures)),
@@ -339,6 +341,10 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
           idleTimeToLive: Option.getOrElse(
             text.idleTimeToLive,
             () => emptyInProcess(environmentVariables.idleTimeToLive)
+          ),
+          metricRetention: Option.getOrElse(
+            text.metricRetention,
+            () => emptyInProcess(environmentVariables.metricRetention)
           )
         })
         return yield* make({ ...options, ...fromEnvironment })

@@ -137,12 +137,14 @@ describe("layerConfig", () => {
       assert.strictEqual(Duration.toMillis(set.options.window), 30_000)
       assert.strictEqual(Duration.toMillis(set.options.resetTimeout), 1_500)
       assert.strictEqual(Duration.toMillis(set.options.idleTimeToLive), 120_000)
+      assert.strictEqual(Duration.toMillis(set.options.metricRetention), 30 * 60_000)
     }).pipe(Effect.provide(
       CircuitBreakerSet.layerConfig().pipe(Layer.provide(fromEnv({
         CIRCUIT_MAX_FAILURES: "7",
         CIRCUIT_WINDOW: "30 seconds",
         CIRCUIT_RESET_TIMEOUT: "1500 millis",
-        CIRCUIT_IDLE_TIME_TO_LIVE: "2 minutes"
+        CIRCUIT_IDLE_TIME_TO_LIVE: "2 minutes",
+        CIRCUIT_METRIC_RETENTION: "30 minutes"
       })))
     )))
 

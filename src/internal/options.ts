@@ -151,7 +151,8 @@ export const environmentVariables = {
   maxFailures: "CIRCUIT_MAX_FAILURES",
   window: "CIRCUIT_WINDOW",
   resetTimeout: "CIRCUIT_RESET_TIMEOUT",
-  idleTimeToLive: "CIRCUIT_IDLE_TIME_TO_LIVE"
+  idleTimeToLive: "CIRCUIT_IDLE_TIME_TO_LIVE",
+  metricRetention: "CIRCUIT_METRIC_RETENTION"
 } as const
 
 /** The options `layerConfig` reads from the environment, each as its variable held it (absent when unset). */
@@ -163,6 +164,7 @@ export interface EnvironmentOptions {
   readonly window?: Duration.Duration
   readonly resetTimeout?: Duration.Duration
   readonly idleTimeToLive?: Duration.Duration
+  readonly metricRetention?: Duration.Duration
 }
 
 const units = "nanos, micros, millis, seconds, minutes, hours, days or weeks"
