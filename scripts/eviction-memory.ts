@@ -3,8 +3,8 @@
  * the TestClock past idleTimeToLive twice, calling one peer while the set sweeps the idle breakers away. Prints the
  * heap used per peer while they are held and after eviction.
  *
- * Run: npm run memory (node --expose-gc). Metric peer labels are off (`metricPeerLabel: "none"`), as per-peer
- * series live in the MetricRegistry for the life of the process whatever the set drops.
+ * Run: npm run memory (node --expose-gc). Metric peer labels are off (`metricPeerLabel: "none"`): per-peer series
+ * outlive their breakers for `metricRetention`, and this measures the breakers themselves.
  */
 import { Effect } from "effect"
 import { TestClock } from "effect/testing"

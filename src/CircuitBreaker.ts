@@ -25,7 +25,8 @@ import { readState } from "./internal/view.ts"
  * **Details**
  *
  * Its state lives in one `Ref`, changed atomically on admission and when a call ends; time comes from the `Clock`
- * service of the fiber that runs the call, so `TestClock` drives it in tests. It starts no fiber and no timer.
+ * service of the fiber that runs the call, so `TestClock` drives it in tests. It starts no fiber and no timer, except
+ * while a probe runs: the probe runs detached from its caller, with a sleep for its lease.
  *
  * @see {@link make} to build one
  * @see {@link withBreaker} to guard an effect with it

@@ -4,7 +4,7 @@
  *
  * | metric | type | attributes | meaning |
  * | --- | --- | --- | --- |
- * | `circuit_breaker_calls_total` | counter | `peer`, `outcome` | guarded calls by outcome: `success` (including typed failures that `isFailure` rejects), `failure`, `ignored` (interrupted, counted as neither), `rejected` (failed fast with `CircuitOpenError`) |
+ * | `circuit_breaker_calls_total` | counter | `peer`, `outcome` | guarded calls by outcome: `success` (including typed failures that `isFailure` rejects), `failure`, `ignored` (counted as neither: an interrupted closed call, a probe whose own effect was interrupted, or a call rejected by another breaker nested in it), `rejected` (failed fast with `CircuitOpenError`) |
  * | `circuit_breaker_state` | gauge | `peer` | 0 closed, 1 half-open, 2 open; set to 0 on a peer's first call |
  * | `circuit_breaker_transitions_total` | counter | `peer`, `from`, `to` | state changes, with the state tags |
  * | `circuit_breaker_probes_total` | counter | `peer` | probes let through while half-open |

@@ -25,7 +25,9 @@ import type { PeerLabel } from "./CircuitBreakerMetrics.ts"
  *
  * - `undefined` means "use the default"; `null` is an error.
  * - `isFailure` sees typed failures only. A defect always counts; an interruption never does, nor does a
- *   `CircuitOpenError` from another breaker nested in the call. If `isFailure` throws, the call counts as a failure.
+ *   `CircuitOpenError` from another breaker nested in the call. If `isFailure` throws, the call counts as a failure
+ *   (logged once per breaker). A probe still running at the end of its lease counts as a failure, whatever it does
+ *   after.
  *   A non-boolean result is read by truthiness.
  *
  * @category models

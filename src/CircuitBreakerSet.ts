@@ -149,9 +149,9 @@ export interface Service {
    */
   readonly reset: (peer: string) => Effect.Effect<void>
   /**
-   * Holds `peer`'s circuit open, rejecting every call with `CircuitOpenError` (`retryAfter` = `resetTimeout`), until
-   * the scope closes, even past `resetTimeout`. Isolations stack: the last release closes the circuit with an empty
-   * window.
+   * Holds `peer`'s circuit open, rejecting every call with `CircuitOpenError` (`state: "Isolated"`, `retryAfter`
+   * infinite), until the scope closes, even past `resetTimeout`. Isolations stack: the last release closes the circuit
+   * with an empty window. A `reset` does not end an isolation.
    *
    * **Example** (Keeping calls off a peer during its maintenance window)
    *
@@ -237,7 +237,8 @@ export const make: (options?: SetOptions) => Effect.Effect<Service, CircuitBreak
  * - Each peer has its own breaker; failures on one never affect another. A peer never seen is Closed.
  * - Breakers are created on a peer's first call and dropped once idle (see `SetOptions.idleTimeToLive`), so a set
  *   keyed by an unbounded population of peers stays bounded.
- * - Time is read from the `Clock` service of the calling fiber; nothing runs in the background.
+ * - Time is read from the `Clock` service of the calling fiber. Nothing runs in the background but a running probe,
+ *   which runs in fibers of the set's scope, with a sleep for its lease.
  *
  * **Example** (Providing the layer and guarding calls)
  *
@@ -304,7 +305,9 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
    * **Details**
    *
    * Options that cannot come from text, `isFailure` and `metricPeerLabel`, are passed as the argument; any other key
-   * there is an error naming it.
+   * there is an error naming it. `fields` of the error names the variables. Effect's environment provider reads a
+   * variable set to an empty value as unset, so the process environment is also checked for empty ones, whatever
+   * `ConfigProvider` is in use.
    *
    * **Example** (Configuring from the environment)
    *

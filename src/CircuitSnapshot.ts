@@ -8,7 +8,9 @@ import { StateTag } from "./CircuitStateChange.ts"
 
 /**
  * One peer in a snapshot. Times are wall-clock epoch milliseconds: `openedAt` while Open or HalfOpen, `probeAt`
- * (when a call will next be admitted) while Open or HalfOpen.
+ * (when a call may next be admitted) while Open or HalfOpen. `isolated` is true while an operator holds the circuit
+ * open; `probeAt` is then only a polling hint, one `resetTimeout` from the snapshot: no call is admitted until the
+ * isolation is released.
  *
  * @category models
  * @since 0.1.0

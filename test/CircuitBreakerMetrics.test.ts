@@ -102,6 +102,26 @@ describe("metric series lifetime", () => {
       assert.strictEqual(peerSeries(), 0)
     }).pipe(provideSet({ idleTimeToLive: "1 minute", metricRetention: "5 minutes" })))
 
+  it.effect("at most 10,000 dropped peers' series are kept: the oldest go first", () =>
+    Effect.gen(function*() {
+      const registry = yield* Metric.MetricRegistry
+      const peersWithSeries = () =>
+        new Set([...registry.values()].map((m) => m.attributes?.peer).filter((p) => p?.startsWith("peer-"))).size
+      for (let i = 0; i < 10_050; i++) yield* Effect.succeed(1).pipe(withBreaker(`peer-${i}`))
+      const set = yield* CircuitBreakerSet
+      // Snapshots run the sweeps (64 breakers each): the first minute's clear the call flags, the second's drop.
+      for (const at of [60_000, 120_000]) {
+        yield* TestClock.setTime(at)
+        for (let i = 0; i < 160; i++) yield* set.snapshot
+      }
+      assert.deepStrictEqual((yield* set.snapshot).peers, [])
+      assert.strictEqual(peersWithSeries(), 10_000)
+      // The first 50 dropped are the ones gone.
+      const kept = new Set([...registry.values()].map((m) => m.attributes?.peer))
+      assert.isFalse(kept.has("peer-0"))
+      assert.isTrue(kept.has("peer-10049"))
+    }).pipe(provideSet({ idleTimeToLive: "1 minute" })), 60_000)
+
   it.effect("a peer called less often than idleTimeToLive keeps counting: 1, 2, 3, 4, 5", () =>
     Effect.gen(function*() {
       const set = yield* CircuitBreakerSet

@@ -1,9 +1,10 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Exit, Fiber, Scope } from "effect"
 import { TestClock } from "effect/testing"
-import { CircuitBreaker, CircuitBreakerSet, withBreaker } from "../src/index.ts"
+import { CircuitBreaker, CircuitBreakerMetrics, CircuitBreakerSet, withBreaker } from "../src/index.ts"
 import {
   collect,
+  count,
   expectRejection,
   forkAdmitted,
   freshMetricRegistry,
@@ -197,6 +198,52 @@ describe("the probe's lease", () => {
       const read = yield* set.state("api")
       assert.strictEqual(read._tag, "Open")
       assert.strictEqual(read._tag === "Open" ? read.openedAt : undefined, 20_000)
+    }).pipe(provideSet({ maxFailures: 1, resetTimeout: "10 seconds" })))
+})
+
+describe("a probe still running at its lease's end is counted once, as a failure", () => {
+  const outcomes = Effect.all({
+    failure: count(CircuitBreakerMetrics.calls, { peer: "api", outcome: "failure" }),
+    success: count(CircuitBreakerMetrics.calls, { peer: "api", outcome: "success" }),
+    ignored: count(CircuitBreakerMetrics.calls, { peer: "api", outcome: "ignored" })
+  })
+  const lateProbes = {
+    "an uninterruptible probe that succeeds later": Effect.uninterruptible(Effect.sleep("15 seconds")),
+    "an uninterruptible probe that fails later": Effect.uninterruptible(
+      Effect.sleep("15 seconds").pipe(Effect.andThen(Effect.fail("boom")))
+    ),
+    "a probe whose interruption dies in a finalizer": Effect.never.pipe(
+      Effect.onInterrupt(() => Effect.die("finalizer broke"))
+    )
+  }
+  for (const [name, probe] of Object.entries(lateProbes)) {
+    it.effect(name, () =>
+      Effect.gen(function*() {
+        yield* trip("api", 1) // two counted failures
+        yield* TestClock.adjust("10 seconds")
+        const caller = yield* forkAdmitted(probe, withBreaker("api"))
+        yield* TestClock.adjust("10 seconds")
+        yield* expectRejection(Fiber.join(caller))
+        yield* TestClock.adjust("5 seconds")
+        assert.strictEqual(yield* stateTag("api"), "Open")
+        assert.deepStrictEqual(yield* outcomes, { failure: 3, success: 0, ignored: 0 })
+      }).pipe(provideSet({ maxFailures: 1, resetTimeout: "10 seconds" })))
+  }
+
+  it.effect("on TestClock, a probe's effect starts even when the clock is moved past its lease at once", () =>
+    Effect.gen(function*() {
+      yield* trip("api", 1)
+      yield* TestClock.adjust("10 seconds")
+      let started = 0
+      const caller = yield* Effect.forkChild(
+        Effect.sync(() => started++).pipe(Effect.andThen(Effect.never), withBreaker("api"))
+      )
+      yield* TestClock.adjust("10 seconds")
+      yield* Fiber.await(caller)
+      assert.deepStrictEqual({ probes: yield* count(CircuitBreakerMetrics.probes, { peer: "api" }), started }, {
+        probes: 1,
+        started: 1
+      })
     }).pipe(provideSet({ maxFailures: 1, resetTimeout: "10 seconds" })))
 })
 

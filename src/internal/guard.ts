@@ -202,12 +202,13 @@ const runProbe = <A, E, R>(
   })
 
 /**
- * Starts the probe admitted with `ticket`, detached from its caller, which may stop waiting for it: the probe runs on,
- * and its result decides the circuit as if the caller had waited. Two fibers, in the set's scope (closing the set
- * interrupts them) or detached for a single breaker: one runs the call and records its result; the probe, whose
- * result the caller waits for, waits for it until the lease ends. A call still running then is interrupted without
- * waiting for it (an uninterruptible effect cannot hold the circuit), the circuit reopens at the lease's end, and the
- * caller fails with `CircuitOpenError`.
+ * Starts the probe admitted with `lease.ticket`, detached from its caller, which may stop waiting for it: the probe
+ * runs on, and its result decides the circuit as if the caller had waited. Two fibers, forked by the caller in this
+ * order, in the set's scope (closing the set interrupts them) or detached for a single breaker: one runs the call and
+ * records its result if it ends within the lease; the other, whose result the caller waits for, waits for it until
+ * the lease ends. A call still running then is interrupted without waiting for it (an uninterruptible effect cannot
+ * hold the circuit); the circuit reopens at the lease's end, counted once as a failure, and the caller fails with
+ * `CircuitOpenError`. A call that ends after its lease, however it ends, decides nothing more.
  */
 const forkProbe = <A, E, R>(
   breaker: Breaker,
@@ -223,33 +224,39 @@ const forkProbe = <A, E, R>(
   )
   const call = Effect.uninterruptibleMask((restore) =>
     Effect.flatMap(Effect.exit(restore(marked)), (exit) =>
-      Effect.withFiber((fiber) => {
-        // Interrupted at the lease's end: the lease's end has counted the probe as failed already.
-        const cut = Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) &&
-          monotonicMillis(clockOf(fiber)) >= lease.end
-        const recorded = cut ? undefined : settle(breaker, lease.ticket, exit, fiber, registry, registry?.drops)
-        return recorded === undefined ? exit : Effect.andThen(recorded, exit)
+      Effect.withFiber((fiber): Effect.Effect<ProbeEnd<A, E>> => {
+        // Past its lease, the probe has failed already (or is about to be counted so): nothing more to record.
+        if (monotonicMillis(clockOf(fiber)) >= lease.end) return Effect.succeed({ recorded: false, exit })
+        const recorded = settle(breaker, lease.ticket, exit, fiber, registry, registry?.drops)
+        const end = Effect.succeed({ recorded: true, exit })
+        return recorded === undefined ? end : Effect.andThen(recorded, end)
       }))
   )
-  const probe = Effect.flatMap(
-    fork(call),
-    (running) =>
-      Effect.flatMap(
-        // The lease runs from the probe's admission, not from when this fiber got to run.
-        Effect.clockWith((clock) =>
-          Effect.timeoutOption(Fiber.await(running), Duration.millis(Math.max(0, lease.end - monotonicMillis(clock))))
-        ),
-        (ended) =>
-          Effect.withFiber((fiber): Effect.Effect<A, E | CircuitOpenError> => {
-            if (Option.isSome(ended)) {
-              return ended.value
-            }
+  const watch = (running: Fiber.Fiber<ProbeEnd<A, E>>) =>
+    Effect.flatMap(
+      // The lease runs from the probe's admission, not from when this fiber got to run.
+      Effect.clockWith((clock) =>
+        Effect.timeoutOption(Fiber.await(running), Duration.millis(Math.max(0, lease.end - monotonicMillis(clock))))
+      ),
+      (ended) =>
+        Effect.withFiber((fiber): Effect.Effect<A, E | CircuitOpenError> => {
+          if (Option.isSome(ended)) {
+            const result = ended.value
+            if (result._tag === "Failure") return Exit.failCause(result.cause)
+            if (result.value.recorded) return result.value.exit
+          } else {
             running.interruptUnsafe(fiber.id)
-            return leaseEnded(breaker, fiber)
-          })
-      )
-  )
-  return fork(probe)
+          }
+          return leaseEnded(breaker, fiber)
+        })
+    )
+  return Effect.flatMap(fork(call), (running) => fork(watch(running)))
+}
+
+/** How a probe's call ended, and whether its result was recorded (it was not if it ended past its lease). */
+interface ProbeEnd<A, E> {
+  readonly recorded: boolean
+  readonly exit: Exit.Exit<A, E>
 }
 
 /** The probe's lease ended while it ran: it has been interrupted; the circuit reopens at the lease's end. */
