@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import { CircuitBreakerSet, withBreaker } from "../src/index.ts"
-import { failing, provideSet, random, repeat, state } from "./utils.ts"
+import { failing, forkAdmitted, provideSet, random, repeat, state, trip } from "./utils.ts"
 
 /** The peers the set holds (reading the snapshot also runs a sweep if one is due). */
 const held = Effect.map(CircuitBreakerSet.use((set) => set.snapshot), (s) => s.peers.map((p) => p.peer).sort())
@@ -131,6 +131,28 @@ describe("idle eviction", () => {
 
   it.effect("a call admitted before a trip that outlives its breaker decides nothing", () =>
     Effect.map(outlivesItsBreaker(true), (after) => assert.deepStrictEqual(after, { _tag: "Closed", failures: 0 })))
+
+  it.effect("a call that outlives two dropped breakers, with a trip between them, decides nothing", () =>
+    Effect.gen(function*() {
+      const set = yield* CircuitBreakerSet
+      const long = yield* forkAdmitted(
+        Effect.sleep("10 minutes").pipe(Effect.andThen(failing)),
+        withBreaker("a")
+      )
+      yield* TestClock.setTime(60_000)
+      assert.deepStrictEqual(yield* held, [])
+      // A second breaker for the peer: its circuit opens, and an operator closes it; the call's period has ended.
+      yield* trip("a", 1)
+      yield* set.reset("a")
+      for (const at of [120_000, 180_000, 240_000]) {
+        yield* TestClock.setTime(at)
+        yield* held
+      }
+      assert.deepStrictEqual(yield* held, [])
+      yield* TestClock.setTime(600_000)
+      yield* Fiber.await(long)
+      assert.deepStrictEqual(yield* state("a"), { _tag: "Closed", failures: 0 })
+    }).pipe(provideSet({ maxFailures: 1, resetTimeout: "10 seconds", idleTimeToLive: "1 minute" })))
 
   it.effect("a breaker dropped and recreated behaves exactly like the one that was dropped", () =>
     Effect.gen(function*() {

@@ -113,11 +113,14 @@ export class Breaker implements CircuitBreaker {
    */
   pins = 0
 
-  /** `now` is the monotonic time in milliseconds, when a set's retained series may have expired. */
-  constructor(name: string, shared: Shared, now: number) {
+  /**
+   * `now` is the monotonic time in milliseconds, when a set's retained series may have expired; `generation` is the
+   * generation a breaker recreated for a peer goes on from.
+   */
+  constructor(name: string, shared: Shared, now: number, generation = machine.initial.generation) {
     this.name = name
     this.shared = shared
-    this.state = Ref.makeUnsafe<machine.State>(machine.initial)
+    this.state = Ref.makeUnsafe<machine.State>(machine.closedAt(generation))
     this.series = shared.series.acquire(name, now)
   }
 

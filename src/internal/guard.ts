@@ -302,9 +302,6 @@ const reject = (
   return breaker.shared.rejections.get(breaker, breaker.name, by, retryAfterMillis)
 }
 
-/** A ticket no generation equals: its result decides nothing. */
-const staleTicket = -1
-
 /** Records how the call admitted with `ticket` ended; runs uninterruptibly, as the exit handler of the call. */
 const settle = (
   admitted: Breaker,
@@ -314,14 +311,11 @@ const settle = (
   registry: PeerRegistry | undefined,
   drops: number | undefined
 ): Effect.Effect<void> | undefined => {
-  let breaker = admitted
-  if (registry !== undefined && registry.drops !== drops && registry.get(admitted.name) !== admitted) {
-    // The set dropped the breaker the call was admitted on, idle, so closed with an empty window. If that was still
-    // the call's closed period, the period goes on in the breaker the set holds now, from its first generation;
-    // otherwise the result is stale, as it would have been on the old breaker.
-    ticket = Ref.getUnsafe(admitted.state).generation === ticket ? machine.initial.generation : staleTicket
-    breaker = registry.lookup(admitted.name, fiber.context)
-  }
+  // The set may have dropped the breaker the call was admitted on (idle, closed with an empty window): the breaker it
+  // holds for the peer now went on from the dropped one's generation, so the ticket decides there as it would have.
+  const breaker = registry === undefined || registry.drops === drops || registry.get(admitted.name) === admitted
+    ? admitted
+    : registry.lookup(admitted.name, fiber.context)
   // The common case, a call that succeeded on a closed circuit, changes nothing but a counter: no classifying, no
   // clock, no write.
   if (exit._tag === "Success" && Ref.getUnsafe(breaker.state)._tag === "Closed") {

@@ -139,6 +139,10 @@ export type Admission = number | Rejected
 /** The state of a breaker that has seen nothing. Shared by every fresh breaker: states are immutable. */
 export const initial: Closed = Object.freeze({ _tag: "Closed", generation: 0, failures: noFailures })
 
+/** A closed state with an empty window at `generation`: how a breaker recreated for a peer goes on from its last. */
+export const closedAt = (generation: number): Closed =>
+  generation === initial.generation ? initial : { _tag: "Closed", generation, failures: noFailures }
+
 const emptyClosed = (generation: number): Closed => ({ _tag: "Closed", generation, failures: noFailures })
 
 /** Whether a failure recorded at `at` is still inside the window at `now`. */

@@ -23,12 +23,48 @@ import { readState, toCircuitState, toPeerSnapshot } from "./view.ts"
 export const invalidPeer = (peer: unknown): Effect.Effect<never> =>
   Effect.die(new TypeError(`CircuitBreakerSet: a peer must be a string, got ${peer === null ? "null" : typeof peer}`))
 
+/** The most dropped breakers whose generation a set remembers; the oldest are forgotten first. */
+const maxDroppedGenerations = 10_000
+
+/**
+ * Generations of dropped breakers, by peer, bounded. A breaker dropped at the first generation needs no entry. A
+ * forgotten entry costs precision only for a call that outlived its breaker: it then decides nothing, unless the
+ * recreated breaker has gone through as many changes of state since as the dropped one had.
+ */
+class DroppedGenerations {
+  readonly #byPeer = new Map<string, number>()
+
+  keep(peer: string, generation: number): void {
+    this.#byPeer.delete(peer)
+    if (generation === machine.initial.generation) return
+    this.#byPeer.set(peer, generation)
+    if (this.#byPeer.size > maxDroppedGenerations) {
+      for (const oldest of this.#byPeer.keys()) {
+        this.#byPeer.delete(oldest)
+        break
+      }
+    }
+  }
+
+  take(peer: string): number | undefined {
+    const generation = this.#byPeer.get(peer)
+    if (generation !== undefined) this.#byPeer.delete(peer)
+    return generation
+  }
+}
+
 /** The service `CircuitBreakerSet.make` builds. The top-level `withBreaker` recognises it, to reach `registry`. */
 export class SetService implements Service {
   readonly registry: PeerRegistry
   readonly changes: Stream.Stream<CircuitStateChange>
   readonly options: Service["options"]
   readonly #shared: Shared
+  /**
+   * The generation each recently dropped breaker was at. A breaker recreated for its peer goes on from it, so that a
+   * call admitted on the dropped one and still running decides exactly as if the breaker had been kept: its ticket
+   * still matches while the closed period it was admitted in goes on, and no longer once it has ended.
+   */
+  readonly #dropped = new DroppedGenerations()
 
   constructor(
     shared: Shared,
@@ -42,11 +78,14 @@ export class SetService implements Service {
       timeToLive: Duration.toMillis(idleTimeToLive),
       origin,
       now: (context) => monotonicMillis(Context.get(context, Clock.Clock)),
-      create: (peer, now) => new PeerBreaker(peer, shared, now),
+      create: (peer, now) => new PeerBreaker(peer, shared, now, this.#dropped.take(peer)),
       isIdle,
       // Per-peer series are kept for a while, then released: an unbounded population of peers must not grow the
       // metric registry without bound.
-      onDrop: (breaker, now) => shared.series.drop(breaker.name, breaker.series, now)
+      onDrop: (breaker, now) => {
+        shared.series.drop(breaker.name, breaker.series, now)
+        this.#dropped.keep(breaker.name, Ref.getUnsafe(breaker.state).generation)
+      }
     })
     this.changes = Stream.fromPubSub(changes)
     this.options = { ...shared.options, idleTimeToLive, metricRetention }
