@@ -4,11 +4,12 @@
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import type { SetOptions } from "../src/index.ts"
+import { Policy } from "../src/index.ts"
 import type { Baseline } from "./baseline.ts"
 import type { Settings } from "./groups.ts"
 import type { Case, Row, Samples } from "./harness.ts"
 import { compile, effectLoop } from "./harness.ts"
-import { current, forever, makeSet } from "./subjects.ts"
+import { current, failure, forever, makeSet } from "./subjects.ts"
 import type { Library, SetService } from "./subjects.ts"
 
 const gc = (globalThis as { gc?: () => void }).gc
@@ -24,11 +25,22 @@ const heapUsed = (): number => {
 
 export const peers = (count: number): Array<string> => Array.from({ length: count }, (_, i) => `peer-${i}`)
 
+/** How the one call of each peer ends: a success, or a counted failure. */
+export type Ending = "success" | "failure"
+
 /** Creates one breaker per peer by running one call through each, inside one `runSync`. */
-const drive = (set: SetService, keys: ReadonlyArray<string>): Effect.Effect<void, unknown> =>
-  Effect.gen(function*() {
-    for (const peer of keys) yield* set.withBreaker(peer)(Effect.void)
-  })
+const drive = (
+  set: SetService,
+  keys: ReadonlyArray<string>,
+  ending: Ending = "success"
+): Effect.Effect<void, unknown> =>
+  ending === "success"
+    ? Effect.gen(function*() {
+      for (const peer of keys) yield* set.withBreaker(peer)(Effect.void)
+    })
+    : Effect.gen(function*() {
+      for (const peer of keys) yield* Effect.exit(set.withBreaker(peer)(Effect.fail(failure)))
+    })
 
 const populatedSet = (keys: ReadonlyArray<string>, options: SetOptions = {}): SetService => {
   const set = makeSet(current, { maxFailures: 5, idleTimeToLive: forever, ...options })
@@ -53,14 +65,19 @@ export const accepts = (options: SetOptions): boolean => {
  * series live there, and a fresh one per repetition keeps the repetitions independent (the default registry lives
  * as long as the process and would keep every earlier repetition's series).
  */
-const measureOnce = (lib: Library, count: number, options: SetOptions): { key: number; breaker: number } => {
+const measureOnce = (
+  lib: Library,
+  count: number,
+  options: SetOptions,
+  ending: Ending = "success"
+): { key: number; breaker: number } => {
   const h0 = heapUsed()
   const keys = peers(count)
   const h1 = heapUsed()
   const registry: Metric.MetricRegistry = new Map()
   // Built with its own registry, so that its series are measured here and dropped with it.
-  const set = makeSet(lib, { maxFailures: 5, idleTimeToLive: forever, ...options }, registry)
-  Effect.runSync(drive(set, keys))
+  const set = makeSet(lib, { idleTimeToLive: forever, ...options }, registry)
+  Effect.runSync(drive(set, keys, ending))
   const h2 = heapUsed()
   // Keeps all three alive up to here.
   if (keys.length !== count || registry.size < 0 || set.options === undefined) throw new Error("unreachable")
@@ -118,9 +135,81 @@ export const measureMemory = (count: number, repetitions: number, baseline?: Bas
   }
   for (let r = 0; r < repetitions; r++) {
     for (const [name, lib, options] of variants) {
-      const { breaker, key } = measureOnce(lib, count, options)
+      const { breaker, key } = measureOnce(lib, count, { maxFailures: 5, ...options })
       samples.get(`memory.${name}`)!.push(breaker)
       if (name === "default") samples.get("memory.key")!.push(key)
+    }
+  }
+  return { samples, rows }
+}
+
+const rateTime = Policy.rate({ minimumCalls: 10, window: "60 seconds", buckets: 10 })
+
+/**
+ * The policies of issue 10's memory targets (bytes per held breaker, either outcome, `metricPeerLabel: "none"`),
+ * and `any`, the pairing the README recommends for busy peers (no target).
+ */
+export const memoryPolicies: ReadonlyArray<
+  { readonly name: string; readonly label: string; readonly policy: Policy.Policy; readonly target?: number }
+> = [
+  { name: "window", label: "Policy.window() (the default)", policy: Policy.window(), target: 250 },
+  { name: "consecutive", label: "Policy.consecutive(5)", policy: Policy.consecutive(5), target: 250 },
+  { name: "rateTime", label: "Policy.rate, 60 s in 10 buckets", policy: rateTime, target: 400 },
+  {
+    name: "rateCount",
+    label: "Policy.rate, calls 100",
+    policy: Policy.rate({ minimumCalls: 10, calls: 100 }),
+    target: 300
+  },
+  { name: "any", label: "Policy.any(rate 60 s, consecutive(5))", policy: Policy.any(rateTime, Policy.consecutive(5)) }
+]
+
+/**
+ * Bytes per held breaker under each policy of `memoryPolicies`, for peers whose only call succeeded and for peers
+ * whose only call was a counted failure, with `metricPeerLabel: "none"`. With a baseline, its default policy (the
+ * same window rule) is measured too, with the same options but `policy`, in the same repetitions.
+ */
+export const measurePolicyMemory = (count: number, repetitions: number, baseline?: Baseline): MemoryResult => {
+  const m = count >= 1e6 ? `${count / 1e6}M` : `${count / 1e3}k`
+  const samples = new Map<string, Array<number>>()
+  const rows: Array<Row> = []
+  const runs: Array<[string, Library, SetOptions, Ending]> = []
+  for (const { label, name, policy, target } of memoryPolicies) {
+    for (const ending of ["success", "failure"] as const) {
+      const key = `memory.policy.${name}.${ending}`
+      samples.set(key, [])
+      runs.push([key, current, { policy, metricPeerLabel: "none" }, ending])
+      rows.push({
+        label: `memory: per breaker, ${label}, one ${ending} (${m} peers)`,
+        value: (at) => at(key),
+        unit: "B",
+        vs: "excl. peer string; label \"none\"",
+        ...(target === undefined ? {} : { target: { op: "<=", limit: target } })
+      })
+      if (baseline !== undefined && name === "window") {
+        const base = `${key}.baseline`
+        samples.set(base, [])
+        runs.push([base, baseline.library, { metricPeerLabel: "none" }, ending])
+        rows.push(
+          {
+            label: `  ↳ baseline ${baseline.short} (its default policy)`,
+            value: (at) => at(base),
+            unit: "B",
+            vs: "excl. peer string; label \"none\""
+          },
+          {
+            label: "  ↳ current ÷ baseline",
+            value: (at) => (at(key) / at(base) - 1) * 100,
+            unit: "%",
+            vs: `baseline ${baseline.short}, per repetition`
+          }
+        )
+      }
+    }
+  }
+  for (let r = 0; r < repetitions; r++) {
+    for (const [key, lib, options, ending] of runs) {
+      samples.get(key)!.push(measureOnce(lib, count, options, ending).breaker)
     }
   }
   return { samples, rows }

@@ -1,10 +1,11 @@
 /**
  * `npm run bench` (3 to 5 minutes) or `npm run bench -- --quick` (under 30 s). `--only closed,open` runs some
- * groups: closed, open, record, promise, fibers, persistence, memory, lookup.
+ * groups: closed, open, record, promise, fibers, persistence, policies, memory, lookup.
  *
  * `--baseline <git-ref>` (e.g. `npm run bench -- --baseline HEAD`, or `--baseline=main`) also runs the library as it
  * was at that commit, side by side with the working tree's, in the same rounds: the closed, open, record and promise
- * groups run each of the library's cases against both builds, and the memory group measures both (see baseline.ts for
+ * groups run each of the library's cases against both builds, the policies group the default policy's closed call
+ * (a baseline from before issue 10 has no other policy), and the memory group measures both (see baseline.ts for
  * how the build is loaded). Each such row is then followed by "↳ baseline <sha>", the baseline's value against the
  * same reference, and "↳ current ÷ baseline", the change in ns per call between the two builds within a round (each
  * baseline case runs right next to its twin, and those groups alternate direction every round). The fibers and
@@ -37,7 +38,7 @@ import { loadBaseline } from "./baseline.ts"
 import * as groups from "./groups.ts"
 import type { Line, Row, Samples } from "./harness.ts"
 import { evaluate, runGroup, table } from "./harness.ts"
-import { canMeasureMemory, lookup, measureMemory } from "./memory.ts"
+import { canMeasureMemory, lookup, measureMemory, measurePolicyMemory } from "./memory.ts"
 
 const args = process.argv.slice(2)
 const quick = args.includes("--quick")
@@ -87,7 +88,9 @@ const timedBenches: Array<[string, () => groups.Bench]> = [
   ["promise", () => groups.promise(timed, baseline)],
   ["fibers", () => groups.concurrency(fibers, 10_000, callsPerFiber)],
   // After every group that measures the library alone: see groups.persistence for why.
-  ["persistence", () => groups.persistence(timed)]
+  ["persistence", () => groups.persistence(timed)],
+  // After every group that measures the default policy alone: see groups.policies for why.
+  ["policies", () => groups.policies(timed, baseline)]
 ]
 
 for (const [name, make] of timedBenches) {
@@ -106,6 +109,10 @@ if (wanted("memory")) {
     const memory = measureMemory(peerCount, memoryRepetitions, baseline)
     report(memory.samples, memory.rows)
     log(`memory: ${memoryRepetitions} × ${peerCount} peers`)
+    // One repetition each (about 5 s at 1M peers): two full runs on 2026-12-03 gave every figure within 1 B.
+    const policies = measurePolicyMemory(peerCount, 1, baseline)
+    report(policies.samples, policies.rows)
+    log(`memory: policies, 1 × ${peerCount} peers per policy and outcome`)
   } else {
     log("memory: skipped, run with --expose-gc (npm run bench does)")
   }

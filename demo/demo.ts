@@ -10,7 +10,8 @@ import { FetchHttpClient, HttpClient, HttpClientError, HttpClientResponse } from
 import { PrometheusMetrics } from "effect/observability"
 import type { CircuitStateChange } from "../src/CircuitStateChange.ts"
 import { CircuitBreakerMetrics, CircuitBreakerSet, withBreaker } from "../src/index.ts"
-import type { CircuitBreakerConfigError, SetOptions } from "../src/index.ts"
+import type { CircuitBreakerConfigError, Policy, ResolvedOptions, SetOptions } from "../src/index.ts"
+import { breakerFor } from "./cli.ts"
 import * as Server from "./server.ts"
 import * as Timeline from "./timeline.ts"
 
@@ -27,12 +28,8 @@ export const defaultPhases: ReadonlyArray<Server.Phase> = [
   { name: "recovering", durationMs: 5000 }
 ]
 
-/** The breaker options `npm run demo` uses (`isFailure` is always `isPeerFailure`). */
-export const defaultBreaker = {
-  maxFailures: 3,
-  window: "5 seconds",
-  resetTimeout: "2 seconds"
-} as const satisfies Omit<SetOptions, "isFailure">
+/** The breaker options `npm run demo` uses without `--policy` (`isFailure` is always `isPeerFailure`). */
+export const defaultBreaker: Omit<SetOptions, "isFailure"> = breakerFor("window")
 
 export interface DemoOptions {
   readonly phases: ReadonlyArray<Server.Phase>
@@ -47,6 +44,7 @@ export interface DemoOptions {
   readonly errorRate?: number | undefined
   /** The fraction of calls that ask for an unknown SKU (a 404, in every phase). Default 0.1. */
   readonly unknownSkuRate?: number | undefined
+  /** The breaker's options, in place of `defaultBreaker` (not merged with it). */
   readonly breaker?: Omit<SetOptions, "isFailure"> | undefined
   /** Calls per row of the timeline. Default: three seconds' worth. */
   readonly columns?: number | undefined
@@ -119,8 +117,62 @@ export const stateAt = (changes: ReadonlyArray<CircuitStateChange>, at: number):
   return state
 }
 
-const metricCount = (metric: Metric.Counter<number>, attributes: Record<string, string>) =>
-  Effect.map(Metric.value(Metric.withAttributes(metric, attributes)), (state) => state.count)
+const percent = (ratio: number) => `${Math.round(ratio * 100)}%`
+
+const duration = (input: Duration.Input) => Duration.format(Duration.fromInputUnsafe(input))
+
+const rateWindow = (policy: Policy.Rate | Policy.SlowCalls) =>
+  policy.calls !== undefined
+    ? `of the last ${policy.calls} calls, once there are ${policy.minimumCalls}`
+    : `of the calls within ${duration(policy.window)}, once there are ${policy.minimumCalls}`
+
+/** The trip policy in words, for the demo's header. */
+export const describePolicy = (policy: Policy.Policy): string => {
+  switch (policy._tag) {
+    case "Window":
+      return `window: more than ${policy.maxFailures} failures within ${duration(policy.window)}`
+    case "Consecutive":
+      return `consecutive: ${policy.failures} failures in a row`
+    case "Rate":
+      return `rate: failures reach ${percent(policy.threshold)} ${rateWindow(policy)}`
+    case "SlowCalls":
+      return `slow-calls: calls taking ${duration(policy.duration)} or longer reach ${percent(policy.threshold)} ${
+        rateWindow(policy)
+      }`
+    case "Any":
+      return policy.members.map(describePolicy).join(", or ")
+  }
+}
+
+/** How long the circuit stays open, and how it probes. */
+const describeBreaker = (options: ResolvedOptions): string => {
+  const open = Duration.isDuration(options.openDuration)
+    ? `open for ${Duration.format(options.openDuration)}`
+    : `open for a schedule of openings (at most ${Duration.format(options.maxOpenDuration)})`
+  const { probes, successThreshold } = options.halfOpen
+  const probing = probes === 1 && successThreshold === 1
+    ? "then one probe"
+    : `then ${probes} probe${probes === 1 ? "" : "s"} at once, ${successThreshold} successes to close`
+  return `${open}, ${probing}${options.mode === "observe" ? ", observe mode (rejects nothing)" : ""}`
+}
+
+/**
+ * The sum of a counter's series whose attributes include `attributes`, read from a snapshot of the registry (reading
+ * a series through `Metric.value` would register it, and print a series the library never wrote).
+ */
+const counterSum = (
+  snapshots: ReadonlyArray<Metric.Metric.Snapshot>,
+  metric: Metric.Counter<number>,
+  attributes: Record<string, string>
+): number => {
+  let sum = 0
+  for (const snapshot of snapshots) {
+    if (snapshot.id !== metric.id || snapshot.type !== "Counter") continue
+    const own = snapshot.attributes ?? {}
+    if (Object.entries(attributes).every(([key, value]) => own[key] === value)) sum += Number(snapshot.state.count)
+  }
+  return sum
+}
 
 const ms = (value: number) => `${Math.round(value)} ms`
 const at = (startedAt: number, value: number) => `+${((value - startedAt) / 1000).toFixed(2)}s`
@@ -159,9 +211,8 @@ const program = (options: DemoOptions) =>
       `  every phase: ${Math.round(unknownSkuRate * 100)}% of calls ask for an unknown SKU and get a 404`,
       `client: ${options.rate} calls/s with effect/http's FetchHttpClient`,
       `  Effect.timeout ${ms(timeoutMs)} inside withBreaker("${peer}")`,
-      `breaker: maxFailures ${breaker.maxFailures}, window ${Duration.format(breaker.window)}, resetTimeout ${
-        Duration.format(breaker.resetTimeout)
-      }`,
+      `breaker policy: ${describePolicy(breaker.policy)}`,
+      `  ${describeBreaker(breaker)}`,
       `  isFailure: 5xx, timeouts and transport errors count; a 404 does not`,
       ...Timeline.legend(output.isTTY),
       ""
@@ -261,17 +312,16 @@ const program = (options: DemoOptions) =>
     const probes = changes.filter((change) => change.to === "HalfOpen").length
     const whileOpen = requestsWhileOpen(changes, calls, requests)
 
+    const snapshots = yield* Metric.snapshot
     const callsMetric = CircuitBreakerMetrics.calls
     const metrics = {
-      success: yield* metricCount(callsMetric, { peer, outcome: "success" }),
-      failure: yield* metricCount(callsMetric, { peer, outcome: "failure" }),
-      ignored: yield* metricCount(callsMetric, { peer, outcome: "ignored" }),
-      rejected: yield* metricCount(callsMetric, { peer, outcome: "rejected" }),
-      probes: yield* metricCount(CircuitBreakerMetrics.probes, { peer }),
-      transitions: 0
-    }
-    for (const [from, to] of [["Closed", "Open"], ["Open", "HalfOpen"], ["HalfOpen", "Open"], ["HalfOpen", "Closed"]]) {
-      metrics.transitions += yield* metricCount(CircuitBreakerMetrics.transitions, { peer, from: from!, to: to! })
+      success: counterSum(snapshots, callsMetric, { peer, outcome: "success" }),
+      failure: counterSum(snapshots, callsMetric, { peer, outcome: "failure" }),
+      ignored: counterSum(snapshots, callsMetric, { peer, outcome: "ignored" }),
+      rejected: counterSum(snapshots, callsMetric, { peer, outcome: "rejected" }),
+      probes: counterSum(snapshots, CircuitBreakerMetrics.probes, { peer }),
+      // Every transition, whatever its reason (the policy that tripped, a probe's outcome, …).
+      transitions: counterSum(snapshots, CircuitBreakerMetrics.transitions, { peer })
     }
     const prometheus = yield* PrometheusMetrics.format()
 
@@ -376,7 +426,7 @@ export const runDemo = (options: DemoOptions): Effect.Effect<DemoResult, Circuit
     Effect.provide(Layer.mergeAll(
       FetchHttpClient.layer,
       // The set registers its metrics in the registry it is built with: one of its own, so they are this run's only.
-      CircuitBreakerSet.layer({ ...defaultBreaker, ...options.breaker, isFailure: isPeerFailure }).pipe(
+      CircuitBreakerSet.layer({ ...(options.breaker ?? defaultBreaker), isFailure: isPeerFailure }).pipe(
         Layer.provideMerge(Layer.sync(Metric.MetricRegistry, () => new Map()))
       ),
       // Transitions are drawn on the timeline; the library's log lines would break it.

@@ -16,7 +16,7 @@ import type { CircuitOpenError } from "./CircuitOpenError.ts"
 import type { CircuitState } from "./CircuitState.ts"
 import { Breaker, makeShared, TypeId } from "./internal/breaker.ts"
 import { guard } from "./internal/guard.ts"
-import { breakerFields, decodeOptions, resolve } from "./internal/options.ts"
+import { breakerFields, checkBreaker, decodeOptions, resolve } from "./internal/options.ts"
 import { readState } from "./internal/view.ts"
 
 /**
@@ -106,10 +106,11 @@ const MakeOptionsSchema = Schema.Struct({ ...breakerFields, name: Schema.optiona
  */
 export const make: (options?: MakeOptions) => Effect.Effect<CircuitBreaker, CircuitBreakerConfigError> = Effect
   .fnUntraced(function*(options?: MakeOptions) {
-    const decoded = yield* decodeOptions(MakeOptionsSchema, options)
+    const decoded = yield* decodeOptions(MakeOptionsSchema, options, checkBreaker)
     const context = yield* Effect.context<never>()
+    const settings = yield* resolve(decoded, context)
     // A single breaker is never dropped, so it keeps its series: no retention.
-    return new Breaker(decoded.name ?? "default", makeShared(resolve(decoded), context, undefined, undefined, 0), 0)
+    return new Breaker(decoded.name ?? "default", makeShared(settings, new Map(), context, undefined, undefined, 0), 0)
   })
 
 /**
@@ -117,14 +118,16 @@ export const make: (options?: MakeOptions) => Effect.Effect<CircuitBreaker, Circ
  *
  * **Details**
  *
- * - Closed: the effect runs. A counted failure (see `isFailure`) or a defect is recorded in the sliding window; when
- *   the failures inside the window exceed `maxFailures` the circuit opens.
+ * - Closed: the effect runs. Its outcome feeds the trip policy (see `Policy`; by default a counted failure or a
+ *   defect is recorded in the sliding window, and the circuit opens when the failures inside it exceed
+ *   `maxFailures`).
  * - Open: the effect does not run; the result fails with `CircuitOpenError`, whose `retryAfter` is the time until a
- *   probe is allowed.
- * - Half-open: the first call is the probe; every other call is rejected while it runs. Its success (or a typed
- *   failure that `isFailure` rejects) closes the circuit with an empty window; a counted failure opens it again for
- *   a full `resetTimeout`. The probe runs in a fiber of its own: if its caller is interrupted, the caller is released
- *   at once and the probe runs on and decides. Its lease is `resetTimeout`: a probe still running then is
+ *   probe is allowed. Each opening lasts `openDuration` (fixed, or a schedule of the opening number).
+ * - Half-open: up to `halfOpen.probes` calls run as probes (one by default); every other call is rejected while they
+ *   run. `halfOpen.successThreshold` successes (a typed failure that `isFailure` rejects is a success) close the
+ *   circuit with empty counts; a counted failure opens it again as the next opening. A probe runs in a fiber of its
+ *   own: if its caller is interrupted, the caller is released at once and the probe runs on and decides. Its lease
+ *   is `halfOpen.probeTimeout` (by default the length of the opening before): a probe still running then is
  *   interrupted, counts as failed, and the circuit reopens at that instant.
  * - An interruption of a closed call never counts. A `CircuitOpenError` from another breaker nested inside the effect
  *   never counts either: that peer was not asked. The same breaker guarding a call twice counts it once.
@@ -134,7 +137,8 @@ export const make: (options?: MakeOptions) => Effect.Effect<CircuitBreaker, Circ
  * **Gotchas**
  *
  * Put timeouts inside the guarded effect (`effect.pipe(Effect.timeout("2 seconds"), withBreaker(breaker))`) so that
- * a slow peer counts as failing, shorter than `resetTimeout` so that a slow probe fails by itself.
+ * a slow peer counts as failing, shorter than the probe's lease so that a slow probe fails by itself. In
+ * `mode: "observe"` nothing is rejected: calls the circuit would reject run, counted as `would_reject`.
  *
  * **Example** (Both call styles)
  *
@@ -194,4 +198,4 @@ const notABreaker = (value: unknown) =>
  * @since 0.1.0
  */
 export const state = (breaker: CircuitBreaker): Effect.Effect<CircuitState> =>
-  breaker instanceof Breaker ? readState(breaker.state, breaker.shared.limits) : notABreaker(breaker)
+  breaker instanceof Breaker ? readState(breaker.state, breaker.settings.limits) : notABreaker(breaker)

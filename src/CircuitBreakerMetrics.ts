@@ -4,9 +4,10 @@
  *
  * | metric | type | attributes | meaning |
  * | --- | --- | --- | --- |
- * | `circuit_breaker_calls_total` | counter | `peer`, `outcome` | guarded calls by outcome: `success` (including typed failures that `isFailure` rejects), `failure`, `ignored` (counted as neither: an interrupted closed call, a probe whose own effect was interrupted, or a call rejected by another breaker nested in it), `rejected` (failed fast with `CircuitOpenError`) |
+ * | `circuit_breaker_calls_total` | counter | `peer`, `outcome` | guarded calls by outcome: `success` (including typed failures that `isFailure` rejects), `failure`, `ignored` (counted as neither: an interrupted closed call, a probe whose own effect was interrupted, or a call rejected by another breaker nested in it), `rejected` (failed fast with `CircuitOpenError`), `would_reject` (in observe mode, a call that would have been rejected and ran) |
  * | `circuit_breaker_state` | gauge | `peer` | 0 closed, 1 half-open, 2 open; set to 0 on a peer's first call |
- * | `circuit_breaker_transitions_total` | counter | `peer`, `from`, `to` | state changes, with the state tags |
+ * | `circuit_breaker_transitions_total` | counter | `peer`, `from`, `to`, `reason` | state changes, with the state tags and why |
+ * | `circuit_breaker_opening` | gauge | `peer` | the opening number while open or half-open, 0 once closed |
  * | `circuit_breaker_probes_total` | counter | `peer` | probes let through while half-open |
  *
  * The `peer` attribute is chosen by the `metricPeerLabel` option: the peer itself (`"peer"`, the default), none
@@ -23,7 +24,7 @@
 import * as Metric from "effect/Metric"
 
 /**
- * Guarded calls, by `outcome`: `success`, `failure`, `ignored` or `rejected`.
+ * Guarded calls, by `outcome`: `success`, `failure`, `ignored`, `rejected` or `would_reject`.
  *
  * **Example** (Reading the rejected calls of one peer)
  *
@@ -59,13 +60,26 @@ export const state = Metric.gauge("circuit_breaker_state", {
 })
 
 /**
- * State changes of a circuit, with `from` and `to` attributes (`Closed`, `Open`, `HalfOpen`).
+ * State changes of a circuit, with `from` and `to` attributes (`Closed`, `Open`, `HalfOpen`) and the `reason` of the
+ * change (see `CircuitStateChange.Reason`: `window`, `consecutive`, `rate` or `slow-calls` for a trip, `probe`,
+ * `probe-succeeded`, `probe-failed`, `probe-timeout`, `reset`, `isolated`, `released`).
  *
  * @category metrics
  * @since 0.1.0
  */
 export const transitions = Metric.counter("circuit_breaker_transitions_total", {
-  description: "State changes of a circuit breaker, by from and to state"
+  description: "State changes of a circuit breaker, by from and to state and reason"
+})
+
+/**
+ * The opening number of a circuit: 1 for its first opening after a healthy period, n + 1 when opening n failed
+ * (its probe failed, or it relapsed soon after closing); 0 once closed. Set at each change of state.
+ *
+ * @category metrics
+ * @since 0.2.0
+ */
+export const opening = Metric.gauge("circuit_breaker_opening", {
+  description: "Opening number of a circuit breaker: n while open or half-open for the n-th time in a row, 0 closed"
 })
 
 /**

@@ -12,6 +12,7 @@ import * as Effect from "effect/Effect"
 import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import * as PubSub from "effect/PubSub"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
@@ -26,25 +27,34 @@ import { makeShared } from "./internal/breaker.ts"
 import { runPeer } from "./internal/guard.ts"
 import {
   breakerFields,
+  checkBreaker,
+  configError,
+  type DecodedBreaker,
+  decodeIssues,
   decodeOptions,
+  type EnvironmentOptions,
   environmentVariables,
+  type Issue,
   parseEnvironment,
   positiveDuration,
   PositiveDurationInput,
-  resolve
+  resolve,
+  type Settings
 } from "./internal/options.ts"
 import { invalidPeer, SetService } from "./internal/set.ts"
 import { monotonicMillis } from "./internal/time.ts"
 
 /**
- * Options of a set: the breaker options every peer's breaker uses, plus how long an idle breaker is kept.
+ * Options of a set: the breaker options every peer's breaker uses (see `BreakerOptions`), how long an idle breaker
+ * is kept, and the options of peers that need their own.
  *
  * **Details**
  *
  * | option | default | meaning |
  * | --- | --- | --- |
- * | `idleTimeToLive` | `"1 minute"` | a breaker that is Closed with no failure in its window and has started no call for this long is dropped; a call still running then records in the breaker the set holds by its end (a finite duration > 0) |
+ * | `idleTimeToLive` | `"1 minute"` | a breaker that is Closed with nothing in its policy's counts (no failure in its window) and has started no call for this long is dropped; a call still running then records in the breaker the set holds by its end (a finite duration > 0) |
  * | `metricRetention` | `"15 minutes"` | with per-peer metric labels, how long a dropped breaker's series are kept, so that a peer called less often than `idleTimeToLive` keeps counting (a finite duration > 0); at most 10,000 peers' series are kept, the oldest go first |
+ * | `peers` | none | options of their own for some peers, merged over the set's (see `PeerOptions`); validated when the layer is built, errors naming the path (`peers.payments.policy.threshold`) |
  *
  * Dropping a breaker changes nothing a caller can observe: a closed breaker with an empty window behaves exactly
  * like a fresh one. Open and half-open breakers are kept until they close. A breaker is never dropped before
@@ -57,13 +67,67 @@ import { monotonicMillis } from "./internal/time.ts"
 export interface SetOptions extends BreakerOptions {
   readonly idleTimeToLive?: Duration.Input | undefined
   readonly metricRetention?: Duration.Input | undefined
+  readonly peers?: { readonly [peer: string]: PeerOptions } | undefined
 }
+
+/**
+ * A peer's own options in a set's `peers`: any breaker option but `metricPeerLabel` (the set's labels its metrics).
+ *
+ * **Details**
+ *
+ * A peer's entry replaces the set's options field by field: its `policy` (or its `maxFailures` / `window`) replaces
+ * the set's policy and shorthands, its `openDuration` or `resetTimeout` replaces both of the set's, and its
+ * `halfOpen` replaces the set's `halfOpen` whole. A peer without an entry uses the set's options.
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export type PeerOptions = Omit<BreakerOptions, "metricPeerLabel">
+
+const { metricPeerLabel: _metricPeerLabel, ...peerFields } = breakerFields
+
+const PeerOptionsSchema = Schema.Struct(peerFields)
 
 const SetOptionsSchema = Schema.Struct({
   ...breakerFields,
   idleTimeToLive: Schema.optionalKey(PositiveDurationInput),
-  metricRetention: Schema.optionalKey(PositiveDurationInput)
+  metricRetention: Schema.optionalKey(PositiveDurationInput),
+  peers: Schema.optionalKey(Schema.Record(Schema.String, Schema.Unknown))
 })
+
+/** The set's options checked in full, with every peer's entry, each under its path (`peers.payments.policy`). */
+const checkSet = (present: Record<string, unknown>): Array<Issue> => {
+  const issues = checkBreaker(present)
+  const peers = present.peers
+  if (peers === undefined || !Predicate.isObject(peers) || Array.isArray(peers)) return issues
+  for (const [peer, entry] of Object.entries(peers)) {
+    const prefix = `peers.${peer}.`
+    const [decoded, own] = decodeIssues(PeerOptionsSchema, entry, prefix, checkBreaker)
+    issues.push(...own)
+    if (decoded !== undefined) {
+      issues.push(
+        ...checkBreaker(mergePeer(present, decoded)).map((issue) => ({ ...issue, path: prefix + issue.path }))
+      )
+    }
+  }
+  return issues
+}
+
+/** The options of a peer with an entry: the set's, with the entry's replacing them field by field. */
+const mergePeer = (set: Record<string, unknown>, peer: Record<string, unknown>): Record<string, unknown> => {
+  const { idleTimeToLive: _ttl, metricRetention: _retention, peers: _peers, ...merged } = set
+  if (peer.policy !== undefined) {
+    delete merged.maxFailures
+    delete merged.window
+  }
+  if (peer.policy !== undefined || peer.maxFailures !== undefined || peer.window !== undefined) delete merged.policy
+  if (peer.openDuration !== undefined || peer.resetTimeout !== undefined) {
+    delete merged.openDuration
+    delete merged.resetTimeout
+  }
+  for (const [key, value] of Object.entries(peer)) if (value !== undefined) merged[key] = value
+  return merged
+}
 
 /**
  * What `CircuitBreakerSet.layerConfig` takes as its argument: the options that cannot be read as text.
@@ -71,12 +135,45 @@ const SetOptionsSchema = Schema.Struct({
  * @category models
  * @since 0.1.0
  */
-export type ConfigLayerOptions = Pick<SetOptions, "isFailure" | "metricPeerLabel">
+export type ConfigLayerOptions = Pick<
+  SetOptions,
+  "policy" | "openDuration" | "maxOpenDuration" | "halfOpen" | "mode" | "isFailure" | "metricPeerLabel" | "peers"
+>
 
 const ConfigLayerOptionsSchema = Schema.Struct({
+  policy: breakerFields.policy,
+  openDuration: breakerFields.openDuration,
+  maxOpenDuration: breakerFields.maxOpenDuration,
+  halfOpen: breakerFields.halfOpen,
+  mode: breakerFields.mode,
   isFailure: breakerFields.isFailure,
-  metricPeerLabel: breakerFields.metricPeerLabel
+  metricPeerLabel: breakerFields.metricPeerLabel,
+  peers: Schema.optionalKey(Schema.Record(Schema.String, Schema.Unknown))
 })
+
+/** The environment variables that `layerConfig`'s argument replaces, by the argument's option. */
+const replacedBy = {
+  policy: ["maxFailures", "window"],
+  openDuration: ["resetTimeout"]
+} as const
+
+/** An argument of `layerConfig` that a variable in the environment also sets: neither may silently win. */
+const conflicts = (options: ConfigLayerOptions | undefined, environment: EnvironmentOptions): Array<Issue> => {
+  const issues: Array<Issue> = []
+  for (const option of ["policy", "openDuration"] as const) {
+    if (options?.[option] === undefined) continue
+    for (const key of replacedBy[option]) {
+      if (environment[key] === undefined) continue
+      issues.push({
+        path: environmentVariables[key],
+        message:
+          `Cannot be combined with the ${option} option given to layerConfig: unset the variable or drop the option`,
+        value: environment[key]
+      })
+    }
+  }
+  return issues
+}
 
 const defaultIdleTimeToLive = "1 minute"
 
@@ -175,6 +272,8 @@ export interface Service {
   readonly options: ResolvedOptions & {
     readonly idleTimeToLive: Duration.Duration
     readonly metricRetention: Duration.Duration
+    /** The options of each peer that has an entry of its own, merged over the set's. */
+    readonly peers: { readonly [peer: string]: ResolvedOptions }
   }
 }
 
@@ -207,12 +306,18 @@ export interface Service {
  */
 export const make: (options?: SetOptions) => Effect.Effect<Service, CircuitBreakerConfigError, Scope.Scope> = Effect
   .fnUntraced(function*(options?: SetOptions) {
-    const decoded = yield* decodeOptions(SetOptionsSchema, options)
-    const changes = yield* Effect.acquireRelease(PubSub.sliding<CircuitStateChange>(changesBuffer), PubSub.shutdown)
+    const decoded = yield* decodeOptions(SetOptionsSchema, options, checkSet)
     const context = yield* Effect.context<never>()
+    const settings = yield* resolve(decoded, context)
+    const peers = new Map<string, Settings>()
+    for (const [peer, entry] of Object.entries(decoded.peers ?? {})) {
+      const merged = mergePeer(decoded, entry as Record<string, unknown>) as DecodedBreaker
+      peers.set(peer, yield* resolve(merged, context, `peers.${peer}.`))
+    }
+    const changes = yield* Effect.acquireRelease(PubSub.sliding<CircuitStateChange>(changesBuffer), PubSub.shutdown)
     const scope = yield* Effect.scope
     const metricRetention = positiveDuration(decoded.metricRetention ?? defaultMetricRetention)
-    const shared = makeShared(resolve(decoded), context, changes, scope, Duration.toMillis(metricRetention))
+    const shared = makeShared(settings, peers, context, changes, scope, Duration.toMillis(metricRetention))
     // Every series the set registered goes with it: a set built again starts from fresh series.
     yield* Effect.addFinalizer(() => Effect.sync(() => shared.series.releaseAll()))
     return new SetService(
@@ -304,8 +409,10 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
    *
    * **Details**
    *
-   * Options that cannot come from text, `isFailure` and `metricPeerLabel`, are passed as the argument; any other key
-   * there is an error naming it. `fields` of the error names the variables. Effect's environment provider reads a
+   * Options that cannot come from text (`policy`, `openDuration`, `maxOpenDuration`, `halfOpen`, `mode`, `isFailure`,
+   * `metricPeerLabel`, `peers`) are passed as the argument; any other key there is an error naming it. An argument
+   * and a variable that set the same thing (`policy` with `CIRCUIT_MAX_FAILURES` or `CIRCUIT_WINDOW`, `openDuration`
+   * with `CIRCUIT_RESET_TIMEOUT`) are an error naming the variable. `fields` of the error names the variables. Effect's environment provider reads a
    * variable set to an empty value as unset, so the process environment is also checked for empty ones, whatever
    * `ConfigProvider` is in use.
    *
@@ -329,7 +436,7 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
       CircuitBreakerSet,
       Effect.gen(function*() {
         // Validated first, so an option that belongs in the environment is reported rather than overwritten.
-        yield* decodeOptions(ConfigLayerOptionsSchema, options)
+        yield* decodeOptions(ConfigLayerOptionsSchema, options, checkSet)
         const text = yield* Config.all({
           maxFailures: Config.option(Config.String(environmentVariables.maxFailures)),
           window: Config.option(Config.String(environmentVariables.window)),
@@ -350,6 +457,8 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
             () => emptyInProcess(environmentVariables.metricRetention)
           )
         })
+        const conflicting = conflicts(options, fromEnvironment)
+        if (conflicting.length > 0) return yield* Effect.fail(configError(conflicting))
         return yield* make({ ...options, ...fromEnvironment })
       })
     )

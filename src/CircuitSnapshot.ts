@@ -7,10 +7,27 @@ import * as Schema from "effect/Schema"
 import { StateTag } from "./CircuitStateChange.ts"
 
 /**
- * One peer in a snapshot. Times are wall-clock epoch milliseconds: `openedAt` while Open or HalfOpen, `probeAt`
- * (when a call may next be admitted) while Open or HalfOpen. `isolated` is true while an operator holds the circuit
- * open; `probeAt` is then only a polling hint, one `resetTimeout` from the snapshot: no call is admitted until the
- * isolation is released.
+ * Why a circuit is open or half-open (see `CircuitState.OpenReason`).
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export const OpenReason = Schema.Literals([
+  "window",
+  "consecutive",
+  "rate",
+  "slow-calls",
+  "probe-failed",
+  "probe-timeout",
+  "isolated"
+])
+
+/**
+ * One peer in a snapshot, with the fields of its `CircuitState`. Times are wall-clock epoch milliseconds: `openedAt`
+ * while Open or HalfOpen, `probeAt` (when a call may next be admitted) while Open or HalfOpen. `calls` and
+ * `slowCalls` appear for the policies that count them; `opening` and `reason` while Open or HalfOpen;
+ * `probesInFlight` and `successes` while HalfOpen. `isolated` is true while an operator holds the circuit open;
+ * `probeAt` is then only a polling hint: no call is admitted until the isolation is released.
  *
  * @category models
  * @since 0.1.0
@@ -19,9 +36,15 @@ export const PeerSnapshot = Schema.Struct({
   peer: Schema.String,
   state: StateTag,
   failures: Schema.Number,
+  calls: Schema.optionalKey(Schema.Number),
+  slowCalls: Schema.optionalKey(Schema.Number),
   openedAt: Schema.optionalKey(Schema.Number),
   probeAt: Schema.optionalKey(Schema.Number),
-  isolated: Schema.optionalKey(Schema.Boolean)
+  isolated: Schema.optionalKey(Schema.Boolean),
+  opening: Schema.optionalKey(Schema.Number),
+  reason: Schema.optionalKey(OpenReason),
+  probesInFlight: Schema.optionalKey(Schema.Number),
+  successes: Schema.optionalKey(Schema.Number)
 })
 
 /**

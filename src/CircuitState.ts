@@ -13,9 +13,33 @@ import * as Duration from "effect/Duration"
  */
 export interface Closed {
   readonly _tag: "Closed"
-  /** Counted failures inside the window right now. One more than `maxFailures` opens the circuit. */
+  /**
+   * Counted failures the policy holds right now: inside the window (`window`, `rate`), or in the current streak
+   * (`consecutive`). 0 for a `slowCalls` policy alone.
+   */
   readonly failures: number
+  /** Calls inside the window, for `rate` and `slowCalls` policies. */
+  readonly calls?: number
+  /** Slow calls inside the window, for `slowCalls` policies. */
+  readonly slowCalls?: number
 }
+
+/**
+ * Why a circuit is open or half-open: the trip policy that opened it (`window`, `consecutive`, `rate`,
+ * `slow-calls`; for `Policy.any` the first member that tripped), a probe that failed (`probe-failed`) or ran out its
+ * lease (`probe-timeout`), or an operator's isolation (`isolated`).
+ *
+ * @category models
+ * @since 0.2.0
+ */
+export type OpenReason =
+  | "window"
+  | "consecutive"
+  | "rate"
+  | "slow-calls"
+  | "probe-failed"
+  | "probe-timeout"
+  | "isolated"
 
 /**
  * The circuit rejects every call with `CircuitOpenError` until `probeAt`.
@@ -33,14 +57,17 @@ export interface Open {
   readonly retryAfter: Duration.Duration
   /**
    * Whether an operator holds the circuit open with `isolate`. While isolated, no probe is let through however long
-   * it stays open, and `probeAt` / `retryAfter` are one `resetTimeout` from now.
+   * it stays open, and `probeAt` / `retryAfter` are only a polling hint, one first opening from now.
    */
   readonly isolated: boolean
+  /** 1 for a first opening, n + 1 after opening n failed (its probe failed, or it relapsed soon after closing); 0 while isolated. */
+  readonly opening: number
+  readonly reason: OpenReason
 }
 
 /**
- * The open period is over. If no probe is in flight, the next call is the probe; while one is, every other call is
- * rejected.
+ * The open period is over. While a probe slot is free the next call is a probe; otherwise calls are rejected until
+ * the probes decide (or the oldest one's lease ends).
  *
  * @category models
  * @since 0.1.0
@@ -51,11 +78,19 @@ export interface HalfOpen {
   readonly openedAt: number
   /** Whether a probe is running now. */
   readonly probeInFlight: boolean
+  /** How many probes are running now. */
+  readonly probesInFlight: number
+  /** Probes that succeeded in this half-open period; `halfOpen.successThreshold` of them close the circuit. */
+  readonly successes: number
   /**
-   * How long until a call may be admitted: zero when no probe is in flight, otherwise the time until the running
-   * probe's lease ends (a probe still running then has failed, and the circuit reopens).
+   * How long until a call may be admitted: zero while a probe slot is free, otherwise the time until the oldest
+   * running probe's lease ends (a probe still running then has failed, and the circuit reopens).
    */
   readonly retryAfter: Duration.Duration
+  /** The opening this half-open period follows. */
+  readonly opening: number
+  /** Why the circuit opened. */
+  readonly reason: OpenReason
 }
 
 /**

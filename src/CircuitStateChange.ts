@@ -8,11 +8,13 @@ import * as Schema from "effect/Schema"
 /**
  * Why a circuit changed state.
  *
- * - `failures`: more than `maxFailures` counted failures inside the window (Closed → Open).
+ * - `window`, `consecutive`, `rate`, `slow-calls`: the trip policy that opened it (Closed → Open); for
+ *   `Policy.any`, the first member that tripped, in declaration order.
  * - `probe`: the open period passed and a probe was let through (Open → HalfOpen).
- * - `probe-succeeded` / `probe-failed`: the probe's outcome (HalfOpen → Closed / Open).
- * - `probe-timeout`: the probe was still running when its lease (`resetTimeout` from its start) ended: it failed, and
- *   the circuit reopened at the lease's end (HalfOpen → Open).
+ * - `probe-succeeded`: enough probes succeeded (HalfOpen → Closed).
+ * - `probe-failed`: a probe failed, or was slow under a `slowCalls` policy (HalfOpen → Open).
+ * - `probe-timeout`: a probe was still running when its lease (`halfOpen.probeTimeout`) ended: it failed, and the
+ *   circuit reopened at the lease's end (HalfOpen → Open).
  * - `reset`: an operator called `reset(peer)`.
  * - `isolated` / `released`: an operator's `isolate(peer)` began, or its last release ended it.
  *
@@ -20,7 +22,10 @@ import * as Schema from "effect/Schema"
  * @since 0.1.0
  */
 export const Reason = Schema.Literals([
-  "failures",
+  "window",
+  "consecutive",
+  "rate",
+  "slow-calls",
   "probe",
   "probe-succeeded",
   "probe-failed",
@@ -51,7 +56,9 @@ export const StateTag = Schema.Literals(["Closed", "Open", "HalfOpen"])
 export type StateTag = typeof StateTag.Type
 
 /**
- * One change of one peer's circuit: `from` and `to` are state tags, `at` is wall-clock epoch milliseconds.
+ * One change of one peer's circuit: `from` and `to` are state tags, `at` is wall-clock epoch milliseconds, and
+ * `opening` is the opening number the circuit is in after the change (1 for a first opening, n + 1 after opening n
+ * failed; 0 once closed or while isolated).
  *
  * **Example** (Logging every change)
  *
@@ -75,7 +82,8 @@ export const CircuitStateChange = Schema.Struct({
   from: StateTag,
   to: StateTag,
   at: Schema.Number,
-  reason: Reason
+  reason: Reason,
+  opening: Schema.Number
 })
 
 /**

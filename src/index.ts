@@ -19,7 +19,21 @@ export { CircuitBreakerConfigError } from "./CircuitBreakerConfigError.ts"
 /**
  * @since 0.1.0
  */
-export type { BreakerOptions, ResolvedOptions } from "./CircuitBreakerOptions.ts"
+export type { BreakerOptions, HalfOpenOptions, Mode, ResolvedOptions } from "./CircuitBreakerOptions.ts"
+
+/**
+ * Trip policies: `Policy.window`, `consecutive`, `rate`, `slowCalls`, `any`.
+ *
+ * @since 0.2.0
+ */
+export * as Policy from "./Policy.ts"
+
+/**
+ * Open durations as schedules: `OpenDuration.exponential`.
+ *
+ * @since 0.2.0
+ */
+export * as OpenDuration from "./OpenDuration.ts"
 
 /**
  * @since 0.1.0
@@ -29,7 +43,12 @@ export { CircuitBreakerSet, withBreaker } from "./CircuitBreakerSet.ts"
 /**
  * @since 0.1.0
  */
-export type { ConfigLayerOptions, Service as CircuitBreakerSetService, SetOptions } from "./CircuitBreakerSet.ts"
+export type {
+  ConfigLayerOptions,
+  PeerOptions,
+  Service as CircuitBreakerSetService,
+  SetOptions
+} from "./CircuitBreakerSet.ts"
 
 /**
  * @since 0.1.0

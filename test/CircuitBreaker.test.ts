@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Exit, Ref } from "effect"
 import { TestClock } from "effect/testing"
 import { CircuitBreaker } from "../src/index.ts"
-import { expectRejection, repeat } from "./utils.ts"
+import { expectRejection, openMillisOf, repeat, windowOf } from "./utils.ts"
 
 /** python-circuit's `handle_error(ValueError)`: only this error type counts. */
 class ValueError extends Error {}
@@ -97,9 +97,13 @@ describe("CircuitBreaker", () => {
   it.effect("options are resolved with defaults", () =>
     Effect.gen(function*() {
       const breaker = yield* CircuitBreaker.make()
-      assert.strictEqual(breaker.options.maxFailures, 3)
-      assert.isTrue(Duration.equals(breaker.options.window, Duration.seconds(60)))
-      assert.isTrue(Duration.equals(breaker.options.resetTimeout, Duration.seconds(10)))
+      assert.deepStrictEqual(windowOf(breaker.options), { maxFailures: 3, windowMillis: 60_000 })
+      assert.strictEqual(openMillisOf(breaker.options), 10_000)
+      assert.isTrue(Duration.equals(breaker.options.maxOpenDuration, Duration.hours(1)))
+      assert.deepStrictEqual(breaker.options.halfOpen, { probes: 1, successThreshold: 1, probeTimeout: undefined })
+      assert.strictEqual(breaker.options.mode, "enforce")
+      assert.strictEqual(breaker.options.metricPeerLabel, "peer")
+      assert.isTrue(breaker.options.isFailure("anything"))
       assert.isTrue(CircuitBreaker.isCircuitBreaker(breaker))
       assert.isFalse(CircuitBreaker.isCircuitBreaker({ name: "fake" }))
     }))

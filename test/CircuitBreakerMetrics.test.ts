@@ -13,6 +13,7 @@ import {
   forkAdmitted,
   gauge,
   NotFound,
+  openingGauge,
   provideSet,
   repeat
 } from "./utils.ts"
@@ -31,9 +32,11 @@ describe("metrics", () => {
       assert.strictEqual(yield* count(calls, { peer: "api", outcome: "failure" }), 2)
       assert.strictEqual(yield* count(calls, { peer: "api", outcome: "ignored" }), 1)
       assert.strictEqual(yield* count(calls, { peer: "api", outcome: "rejected" }), 4)
-      const opened = { peer: "api", from: "Closed", to: "Open" }
+      assert.strictEqual(yield* count(calls, { peer: "api", outcome: "would_reject" }), 0)
+      const opened = { peer: "api", from: "Closed", to: "Open", reason: "window" }
       assert.strictEqual(yield* count(CircuitBreakerMetrics.transitions, opened), 1)
       assert.strictEqual(yield* gauge({ peer: "api" }), 2)
+      assert.strictEqual(yield* openingGauge({ peer: "api" }), 1)
     }).pipe(provideSet({ maxFailures: 1, isFailure: (e) => e instanceof Boom })))
 
   it.effect("the state gauge reads closed from a peer's first call, then follows every transition", () =>
@@ -44,19 +47,27 @@ describe("metrics", () => {
       assert.strictEqual(yield* gauge({ peer: "db" }), 0)
       yield* Effect.exit(failing.pipe(withBreaker("db")))
       assert.strictEqual(yield* gauge({ peer: "db" }), 2)
+      assert.strictEqual(yield* openingGauge({ peer: "db" }), 1)
       yield* TestClock.adjust("10 seconds")
       // A probe whose own effect is interrupted gives its slot back: the next call is a second probe.
       const release = yield* Deferred.make<void>()
       const probe = yield* forkAdmitted(Effect.andThen(Deferred.await(release), Effect.interrupt), withBreaker("db"))
       assert.strictEqual(yield* gauge({ peer: "db" }), 1)
+      assert.strictEqual(yield* openingGauge({ peer: "db" }), 1)
       assert.strictEqual(yield* count(CircuitBreakerMetrics.probes, { peer: "db" }), 1)
       yield* Deferred.succeed(release, undefined)
       yield* Fiber.await(probe)
       yield* Effect.succeed(1).pipe(withBreaker("db"))
       assert.strictEqual(yield* gauge({ peer: "db" }), 0)
+      assert.strictEqual(yield* openingGauge({ peer: "db" }), 0)
       assert.strictEqual(yield* count(CircuitBreakerMetrics.probes, { peer: "db" }), 2)
       assert.strictEqual(
-        yield* count(CircuitBreakerMetrics.transitions, { peer: "db", from: "HalfOpen", to: "Closed" }),
+        yield* count(CircuitBreakerMetrics.transitions, {
+          peer: "db",
+          from: "HalfOpen",
+          to: "Closed",
+          reason: "probe-succeeded"
+        }),
         1
       )
     }).pipe(provideSet({ maxFailures: 0 })))
@@ -274,5 +285,28 @@ describe("warnings and log lines", () => {
         logs.some((log) => log.message === "Circuit opened: more than 3 failures within 1m; rejecting calls for 10s")
       )
     }).pipe(provideSet({ maxFailures: 3, window: "1 minute" }), Effect.provide(captureLogs(logs)))
+  })
+
+  it.effect("a reopening logs at Warning why, for how long, and the opening number", () => {
+    const logs: Array<CapturedLog> = []
+    return Effect.gen(function*() {
+      yield* Effect.exit(failing.pipe(withBreaker("api")))
+      yield* TestClock.adjust("10 seconds")
+      // The probe fails: the second opening.
+      yield* Effect.exit(failing.pipe(withBreaker("api")))
+      yield* TestClock.adjust("10 seconds")
+      // The next probe hangs past its lease (the 10 s opening before it): the third opening.
+      const hung = yield* forkAdmitted(Effect.never, withBreaker("api"))
+      yield* TestClock.adjust("10 seconds")
+      yield* expectRejection(Fiber.join(hung))
+      assert.deepStrictEqual(
+        logs.filter((log) => log.message.startsWith("Circuit") && log.level === "Warn").map((log) => log.message),
+        [
+          "Circuit opened on the first failure; rejecting calls for 10s",
+          "Circuit re-opened: a probe failed; rejecting calls for 10s (opening 2)",
+          "Circuit re-opened: a probe was still running when its lease ended; rejecting calls for 10s (opening 3)"
+        ]
+      )
+    }).pipe(provideSet({ maxFailures: 0 }), Effect.provide(captureLogs(logs)))
   })
 })

@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, Layer } from "effect"
 import { CircuitBreaker, CircuitBreakerSet } from "../src/index.ts"
+import { openMillisOf, windowOf } from "./utils.ts"
 
 const buildSet = (options: unknown) => Layer.build(CircuitBreakerSet.layer(options as never))
 
@@ -89,10 +90,10 @@ describe("hostile options", () => {
   it.effect("undefined fields take the defaults; valid inputs of every form are accepted", () =>
     Effect.gen(function*() {
       const set = yield* CircuitBreakerSet
-      assert.strictEqual(set.options.maxFailures, 3)
-      assert.strictEqual(Duration.toMillis(set.options.window), 1500)
-      assert.strictEqual(Duration.toMillis(set.options.resetTimeout), 2000)
+      assert.deepStrictEqual(windowOf(set.options), { maxFailures: 3, windowMillis: 1500 })
+      assert.strictEqual(openMillisOf(set.options), 2000)
       assert.strictEqual(Duration.toMillis(set.options.idleTimeToLive), 300_000)
+      assert.deepStrictEqual(set.options.peers, {})
     }).pipe(Effect.provide(CircuitBreakerSet.layer({
       maxFailures: undefined,
       window: 1500,
@@ -133,9 +134,8 @@ describe("layerConfig", () => {
   it.effect("reads CIRCUIT_* keys from the environment", () =>
     Effect.gen(function*() {
       const set = yield* CircuitBreakerSet
-      assert.strictEqual(set.options.maxFailures, 7)
-      assert.strictEqual(Duration.toMillis(set.options.window), 30_000)
-      assert.strictEqual(Duration.toMillis(set.options.resetTimeout), 1_500)
+      assert.deepStrictEqual(windowOf(set.options), { maxFailures: 7, windowMillis: 30_000 })
+      assert.strictEqual(openMillisOf(set.options), 1_500)
       assert.strictEqual(Duration.toMillis(set.options.idleTimeToLive), 120_000)
       assert.strictEqual(Duration.toMillis(set.options.metricRetention), 30 * 60_000)
     }).pipe(Effect.provide(
@@ -151,13 +151,13 @@ describe("layerConfig", () => {
   it.effect("missing keys take the defaults; isFailure comes from the argument", () =>
     Effect.gen(function*() {
       const set = yield* CircuitBreakerSet
-      assert.strictEqual(set.options.maxFailures, 3)
-      assert.strictEqual(Duration.toMillis(set.options.window), 60_000)
+      assert.deepStrictEqual(windowOf(set.options), { maxFailures: 3, windowMillis: 60_000 })
+      assert.strictEqual(openMillisOf(set.options), 10_000)
       assert.strictEqual(Duration.toMillis(set.options.metricRetention), 15 * 60_000)
       assert.isFalse(set.options.isFailure("anything"))
     }).pipe(Effect.provide(CircuitBreakerSet.layerConfig({ isFailure: () => false }).pipe(Layer.provide(fromEnv({}))))))
 
-  it.effect("the argument takes isFailure and metricPeerLabel only, validated like every option", () =>
+  it.effect("the argument takes no option read from the environment, and is validated like every option", () =>
     Effect.gen(function*() {
       const build = (options: unknown) =>
         Layer.build(CircuitBreakerSet.layerConfig(options as never).pipe(Layer.provide(fromEnv({}))))

@@ -44,7 +44,12 @@ describe("the same peer guarded twice", () => {
       const snapshot = yield* set.snapshot
       assert.strictEqual(snapshot.peers.length, 1)
       assert.strictEqual(
-        yield* count(CircuitBreakerMetrics.transitions, { peer: "api", from: "HalfOpen", to: "Open" }),
+        yield* count(CircuitBreakerMetrics.transitions, {
+          peer: "api",
+          from: "HalfOpen",
+          to: "Open",
+          reason: "probe-failed"
+        }),
         1
       )
     }).pipe(provideSet({ maxFailures: 1, resetTimeout: "10 seconds" })))

@@ -28,12 +28,15 @@ describe("reset", () => {
       yield* Effect.exit(failing.pipe(withBreaker("q")))
       yield* set.reset("q")
       assert.deepStrictEqual(yield* set.state("q"), { _tag: "Closed", failures: 0 })
-      assert.deepStrictEqual((yield* Fiber.join(changes)).map((c) => [c.peer, c.from, c.to, c.reason]), [
-        ["p", "Open", "Closed", "reset"],
-        ["q", "Closed", "Closed", "reset"]
+      assert.deepStrictEqual((yield* Fiber.join(changes)).map((c) => [c.peer, c.from, c.to, c.reason, c.opening]), [
+        ["p", "Open", "Closed", "reset", 0],
+        ["q", "Closed", "Closed", "reset", 0]
       ])
       assert.isTrue(logs.some((log) => log.message.includes("reset") && log.annotations.peer === "p"))
-      assert.strictEqual(yield* count(CircuitBreakerMetrics.transitions, { peer: "p", from: "Open", to: "Closed" }), 1)
+      assert.strictEqual(
+        yield* count(CircuitBreakerMetrics.transitions, { peer: "p", from: "Open", to: "Closed", reason: "reset" }),
+        1
+      )
     }).pipe(provideSet({ maxFailures: 1 }), Effect.provide(captureLogs(logs)))
   })
 
@@ -102,7 +105,7 @@ describe("isolate", () => {
       assert.isFalse(Duration.isFinite(error.retryAfter))
       assert.strictEqual(error.state, "Isolated")
       const state = yield* set.state("p")
-      assert.isTrue(state._tag === "Open" && state.isolated)
+      assert.isTrue(state._tag === "Open" && state.isolated && state.opening === 0 && state.reason === "isolated")
       // reset does not end an isolation
       yield* set.reset("p")
       assert.strictEqual((yield* set.state("p"))._tag, "Open")
@@ -122,12 +125,15 @@ describe("isolate", () => {
       yield* Effect.exit(failing.pipe(withBreaker("p")))
       const changes = yield* collect(set.changes, 2)
       yield* Effect.scoped(Effect.andThen(set.isolate("p"), set.isolate("p")))
-      assert.deepStrictEqual((yield* Fiber.join(changes)).map((c) => [c.from, c.to, c.reason]), [
-        ["Open", "Open", "isolated"],
-        ["Open", "Closed", "released"]
+      assert.deepStrictEqual((yield* Fiber.join(changes)).map((c) => [c.from, c.to, c.reason, c.opening]), [
+        ["Open", "Open", "isolated", 0],
+        ["Open", "Closed", "released", 0]
       ])
       assert.deepStrictEqual(logs.filter((l) => l.message.includes("operator")).map((l) => l.level), ["Warn", "Info"])
-      assert.strictEqual(yield* count(CircuitBreakerMetrics.transitions, { peer: "p", from: "Open", to: "Open" }), 1)
+      assert.strictEqual(
+        yield* count(CircuitBreakerMetrics.transitions, { peer: "p", from: "Open", to: "Open", reason: "isolated" }),
+        1
+      )
     }).pipe(provideSet({ maxFailures: 0 }), Effect.provide(captureLogs(logs)))
   })
 
@@ -137,12 +143,19 @@ describe("isolate", () => {
       yield* Effect.scoped(Effect.gen(function*() {
         yield* set.isolate("fresh")
         const snapshot = yield* set.snapshot
-        assert.deepStrictEqual(snapshot.peers.map((p) => [p.peer, p.state, p.isolated]), [["fresh", "Open", true]])
+        assert.deepStrictEqual(snapshot.peers.map((p) => [p.peer, p.state, p.isolated, p.opening, p.reason]), [
+          ["fresh", "Open", true, 0, "isolated"]
+        ])
         assert.strictEqual(yield* gauge({ peer: "fresh" }), 2)
       }))
       assert.strictEqual(yield* gauge({ peer: "fresh" }), 0)
       assert.strictEqual(
-        yield* count(CircuitBreakerMetrics.transitions, { peer: "fresh", from: "Open", to: "Closed" }),
+        yield* count(CircuitBreakerMetrics.transitions, {
+          peer: "fresh",
+          from: "Open",
+          to: "Closed",
+          reason: "released"
+        }),
         1
       )
     }).pipe(provideSet()))

@@ -97,7 +97,9 @@ describe("open", () => {
         openedAt: 0,
         probeAt: 10_000,
         retryAfter: Duration.seconds(7),
-        isolated: false
+        isolated: false,
+        opening: 1,
+        reason: "window"
       })
     }).pipe(provideSet({ maxFailures: 0, resetTimeout: "10 seconds" })))
 
@@ -128,7 +130,11 @@ describe("half-open", () => {
         _tag: "HalfOpen",
         openedAt: 0,
         probeInFlight: false,
-        retryAfter: Duration.zero
+        probesInFlight: 0,
+        successes: 0,
+        retryAfter: Duration.zero,
+        opening: 1,
+        reason: "window"
       })
     }).pipe(provideSet({ maxFailures: 0, resetTimeout: "10 seconds" })))
 
@@ -153,7 +159,7 @@ describe("half-open", () => {
       yield* decided.allArrived
       assert.strictEqual(yield* Ref.get(probes), 1)
       const current = yield* state("p")
-      assert.isTrue(current._tag === "HalfOpen" && current.probeInFlight)
+      assert.isTrue(current._tag === "HalfOpen" && current.probeInFlight && current.probesInFlight === 1)
       yield* Deferred.succeed(gate, undefined)
       const exits = yield* Effect.forEach(fibers, Fiber.join)
       assert.strictEqual(exits.filter(Exit.isSuccess).length, 1)
@@ -173,7 +179,11 @@ describe("half-open", () => {
         _tag: "HalfOpen",
         openedAt: 0,
         probeInFlight: true,
-        retryAfter: Duration.seconds(6)
+        probesInFlight: 1,
+        successes: 0,
+        retryAfter: Duration.seconds(6),
+        opening: 1,
+        reason: "window"
       })
       yield* Fiber.interrupt(probe)
     }).pipe(provideSet({ maxFailures: 0, resetTimeout: "10 seconds" })))
@@ -201,7 +211,9 @@ describe("the probe decides", () => {
         openedAt: 25_000,
         probeAt: 35_000,
         retryAfter: Duration.seconds(10),
-        isolated: false
+        isolated: false,
+        opening: 2,
+        reason: "probe-failed"
       })
       yield* TestClock.adjust(Duration.millis(9_999))
       assert.strictEqual(yield* stateTag("p"), "Open")
@@ -261,7 +273,11 @@ describe("what counts", () => {
         _tag: "HalfOpen",
         openedAt: 0,
         probeInFlight: false,
-        retryAfter: Duration.zero
+        probesInFlight: 0,
+        successes: 0,
+        retryAfter: Duration.zero,
+        opening: 1,
+        reason: "window"
       })
       assert.strictEqual(yield* Effect.succeed(1).pipe(withBreaker("p")), 1)
       assert.strictEqual(yield* stateTag("p"), "Closed")
@@ -426,11 +442,11 @@ describe("changes", () => {
       yield* Effect.succeed(1).pipe(withBreaker("p"))
       const changes = yield* Fiber.join(collected)
       assert.deepStrictEqual(changes, [
-        { peer: "p", from: "Closed", to: "Open", at: 1_000, reason: "failures" },
-        { peer: "p", from: "Open", to: "HalfOpen", at: 11_000, reason: "probe" },
-        { peer: "p", from: "HalfOpen", to: "Open", at: 11_000, reason: "probe-failed" },
-        { peer: "p", from: "Open", to: "HalfOpen", at: 21_000, reason: "probe" },
-        { peer: "p", from: "HalfOpen", to: "Closed", at: 21_000, reason: "probe-succeeded" }
+        { peer: "p", from: "Closed", to: "Open", at: 1_000, reason: "window", opening: 1 },
+        { peer: "p", from: "Open", to: "HalfOpen", at: 11_000, reason: "probe", opening: 1 },
+        { peer: "p", from: "HalfOpen", to: "Open", at: 11_000, reason: "probe-failed", opening: 2 },
+        { peer: "p", from: "Open", to: "HalfOpen", at: 21_000, reason: "probe", opening: 2 },
+        { peer: "p", from: "HalfOpen", to: "Closed", at: 21_000, reason: "probe-succeeded", opening: 0 }
       ])
     }).pipe(provideSet({ maxFailures: 0 })))
 
@@ -480,7 +496,16 @@ describe("snapshot", () => {
       assert.deepStrictEqual(json, {
         at: 7_000,
         peers: [
-          { peer: "open", state: "Open", failures: 0, openedAt: 5_000, probeAt: 15_000, isolated: false },
+          {
+            peer: "open",
+            state: "Open",
+            failures: 0,
+            openedAt: 5_000,
+            probeAt: 15_000,
+            isolated: false,
+            opening: 1,
+            reason: "window"
+          },
           { peer: "closed", state: "Closed", failures: 1 },
           { peer: "healthy", state: "Closed", failures: 0 }
         ]

@@ -42,6 +42,8 @@ const publicNames = [
   "CircuitSnapshot",
   "CircuitState",
   "CircuitStateChange",
+  "OpenDuration",
+  "Policy",
   "RejectedBy",
   "withBreaker"
 ]
@@ -64,6 +66,11 @@ describe("the built package", () => {
         unlisted: ["effect-circuit/dist/index.js", "effect-circuit/CircuitBreakerSet.js", "effect-circuit/src/index.ts"]
           .filter(resolves),
         options: Object.keys(await import("effect-circuit/CircuitBreakerOptions")).sort(),
+        policy: Object.keys(index.Policy).sort(),
+        policyModule: Object.keys(await import("effect-circuit/Policy")).sort(),
+        openDuration: Object.keys(index.OpenDuration).sort(),
+        openDurationModule: Object.keys(await import("effect-circuit/OpenDuration")).sort(),
+        defaultPolicy: (await import("effect-circuit/CircuitBreakerOptions")).defaults.policy._tag,
         isOpen: index.CircuitState.isOpen({ _tag: "Open" }),
         isClosed: index.CircuitState.isClosed({ _tag: "Open" })
       }))
@@ -72,11 +79,17 @@ describe("the built package", () => {
     assert.deepStrictEqual(result.names, publicNames)
     assert.deepStrictEqual(result.single, ["isCircuitBreaker", "make", "state", "withBreaker"])
     assert.deepStrictEqual(result.state, ["isClosed", "isHalfOpen", "isOpen"])
-    assert.deepStrictEqual(result.metrics, ["calls", "probes", "state", "transitions"])
+    assert.deepStrictEqual(result.metrics, ["calls", "opening", "probes", "state", "transitions"])
     assert.strictEqual(result.version, "0.1.0")
     assert.isFalse(result.internal)
     assert.deepStrictEqual(result.unlisted, [])
     assert.deepStrictEqual(result.options, ["defaults"])
+    const policyNames = ["any", "consecutive", "isPolicy", "rate", "rateDefaults", "slowCalls", "window"]
+    assert.deepStrictEqual(result.policy, policyNames)
+    assert.deepStrictEqual(result.policyModule, policyNames)
+    assert.deepStrictEqual(result.openDuration, ["exponential"])
+    assert.deepStrictEqual(result.openDurationModule, ["exponential"])
+    assert.strictEqual(result.defaultPolicy, "Window")
     assert.isTrue(result.isOpen)
     assert.isFalse(result.isClosed)
   })

@@ -47,7 +47,7 @@ describe("concurrency", () => {
     return Effect.gen(function*() {
       yield* failTogether(10_000)
       assert.strictEqual((yield* state("p"))._tag, "Open")
-      const opened = { peer: "p", from: "Closed", to: "Open" }
+      const opened = { peer: "p", from: "Closed", to: "Open", reason: "window" }
       assert.strictEqual(yield* count(CircuitBreakerMetrics.transitions, opened), 1)
       assert.strictEqual(logs.filter((log) => log.message.startsWith("Circuit opened")).length, 1)
       // All 10,000 ran (they were admitted while closed) and all were counted as failures by the metrics.
@@ -65,7 +65,11 @@ describe("interruption anywhere", () => {
         _tag: "HalfOpen",
         openedAt: 0,
         probeInFlight: false,
-        retryAfter: Duration.zero
+        probesInFlight: 0,
+        successes: 0,
+        retryAfter: Duration.zero,
+        opening: 1,
+        reason: "window"
       })
     })
 
@@ -116,8 +120,11 @@ describe("interruption anywhere", () => {
       if (holds) return yield* Effect.die(`the probe of ${peer} still holds its slot after 50 scheduler turns`)
     })
 
-  /** Asserts that `peer`'s circuit is open since `openedAt` (ms), for a whole resetTimeout of 10 s from then. */
-  const isOpenSince = (peer: string, openedAt: number) =>
+  /**
+   * Asserts that `peer`'s circuit is open since `openedAt` (ms), for a whole resetTimeout of 10 s from then, as its
+   * second opening (its first probe failed, or ran out its lease: `reason`).
+   */
+  const isOpenSince = (peer: string, openedAt: number, reason: "probe-failed" | "probe-timeout") =>
     Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
       assert.deepStrictEqual(yield* state(peer), {
@@ -125,7 +132,9 @@ describe("interruption anywhere", () => {
         openedAt,
         probeAt: openedAt + 10_000,
         retryAfter: Duration.millis(openedAt + 10_000 - now),
-        isolated: false
+        isolated: false,
+        opening: 2,
+        reason
       })
     })
 
@@ -179,9 +188,11 @@ describe("interruption anywhere", () => {
             yield* Deferred.succeed(gate, undefined)
             const seen = yield* Fiber.join(changes)
             assert.isTrue(ended)
-            assert.deepStrictEqual(Array.from(seen, (c) => [c.from, c.to, c.reason]), [
-              ["Open", "HalfOpen", "probe"],
-              outcome === "success" ? ["HalfOpen", "Closed", "probe-succeeded"] : ["HalfOpen", "Open", "probe-failed"]
+            assert.deepStrictEqual(Array.from(seen, (c) => [c.from, c.to, c.reason, c.opening]), [
+              ["Open", "HalfOpen", "probe", 1],
+              outcome === "success"
+                ? ["HalfOpen", "Closed", "probe-succeeded", 0]
+                : ["HalfOpen", "Open", "probe-failed", 2]
             ])
             // One probe, counted once, with its own outcome; the caller's interruption counts as nothing.
             assert.deepStrictEqual(yield* counted("p"), {
@@ -196,7 +207,7 @@ describe("interruption anywhere", () => {
               assert.strictEqual(yield* Effect.succeed("next").pipe(withBreaker("p")), "next")
             } else {
               // Reopened when the probe failed, at 12 s, for a whole resetTimeout; then the next call probes.
-              yield* isOpenSince("p", 12_000)
+              yield* isOpenSince("p", 12_000, "probe-failed")
               yield* TestClock.adjust(Duration.millis(9_999))
               yield* expectRejection(Effect.void.pipe(withBreaker("p")))
               yield* TestClock.adjust(Duration.millis(1))
@@ -224,9 +235,9 @@ describe("interruption anywhere", () => {
         yield* slotIsFree("p")
         // Freeing the slot is no change of state: the next change is the second probe's success.
         const seen = yield* Fiber.join(changes)
-        assert.deepStrictEqual(Array.from(seen, (c) => [c.from, c.to, c.reason]), [
-          ["Open", "HalfOpen", "probe"],
-          ["HalfOpen", "Closed", "probe-succeeded"]
+        assert.deepStrictEqual(Array.from(seen, (c) => [c.from, c.to, c.reason, c.opening]), [
+          ["Open", "HalfOpen", "probe", 1],
+          ["HalfOpen", "Closed", "probe-succeeded", 0]
         ])
         assert.deepStrictEqual(yield* counted("p"), { success: 1, failure: 1, ignored: 1, rejected: 0, probes: 2 })
       }).pipe(provideSet({ maxFailures: 0, resetTimeout: "10 seconds" })))
@@ -305,7 +316,7 @@ describe("interruption anywhere", () => {
           assert.deepStrictEqual(yield* state("p"), { _tag: "Closed", failures: 0 })
           assert.deepStrictEqual(yield* counted("p"), { success: 1, failure: 1, ignored: 0, rejected: 1, probes: 1 })
         } else if (ending === "failure") {
-          yield* isOpenSince("p", 13_000)
+          yield* isOpenSince("p", 13_000, "probe-failed")
           assert.deepStrictEqual(yield* counted("p"), { success: 0, failure: 2, ignored: 0, rejected: 1, probes: 1 })
           yield* TestClock.adjust("10 seconds")
         } else {
@@ -313,9 +324,9 @@ describe("interruption anywhere", () => {
         }
         if (ending !== "success") yield* slotIsFree("p")
         const seen = yield* Fiber.join(changes)
-        assert.deepStrictEqual(Array.from(seen, (c) => [c.from, c.to, c.reason]), [
-          ["Open", "HalfOpen", "probe"],
-          ending === "failure" ? ["HalfOpen", "Open", "probe-failed"] : ["HalfOpen", "Closed", "probe-succeeded"]
+        assert.deepStrictEqual(Array.from(seen, (c) => [c.from, c.to, c.reason, c.opening]), [
+          ["Open", "HalfOpen", "probe", 1],
+          ending === "failure" ? ["HalfOpen", "Open", "probe-failed", 2] : ["HalfOpen", "Closed", "probe-succeeded", 0]
         ])
       }).pipe(provideSet({ maxFailures: 0, resetTimeout: "10 seconds" })))
   }
@@ -374,7 +385,7 @@ describe("interruption anywhere", () => {
         yield* TestClock.adjust(Duration.millis(1))
         // At the lease's end, 20 s: the probe is interrupted and the circuit reopens for a whole resetTimeout.
         if (variant !== "uninterruptible") assert.strictEqual(interruptedAt, 20_000)
-        yield* isOpenSince("p", 20_000)
+        yield* isOpenSince("p", 20_000, "probe-timeout")
         if (variant !== "its caller interrupted") {
           // The caller, still waiting, fails with CircuitOpenError at once, even if the probe cannot stop.
           const exit = yield* endsPromptly(caller, "the waiting caller")
@@ -382,9 +393,9 @@ describe("interruption anywhere", () => {
           assert.strictEqual(Duration.toMillis(error.retryAfter), 10_000)
         }
         const seen = yield* Fiber.join(changes)
-        assert.deepStrictEqual(Array.from(seen, (c) => [c.from, c.to, c.reason]), [
-          ["Open", "HalfOpen", "probe"],
-          ["HalfOpen", "Open", "probe-timeout"]
+        assert.deepStrictEqual(Array.from(seen, (c) => [c.from, c.to, c.reason, c.opening]), [
+          ["Open", "HalfOpen", "probe", 1],
+          ["HalfOpen", "Open", "probe-timeout", 2]
         ])
         // The expired probe is one more counted failure; the only rejection is the second caller's.
         const { failure, probes, rejected, success } = yield* counted("p")
@@ -400,7 +411,7 @@ describe("interruption anywhere", () => {
           yield* Deferred.succeed(release, undefined)
           yield* eventually(() => finishedAt !== undefined, "the uninterruptible probe to finish")
           assert.strictEqual(finishedAt, 21_000)
-          yield* isOpenSince("p", 20_000)
+          yield* isOpenSince("p", 20_000, "probe-timeout")
           yield* TestClock.adjust(Duration.millis(8_999))
         } else {
           yield* TestClock.adjust(Duration.millis(9_999))
@@ -478,7 +489,9 @@ describe("clock steps: durations use monotonic time, wall time only labels", () 
         openedAt: 2 * hour,
         probeAt: hour + 10_000,
         retryAfter: Duration.seconds(6),
-        isolated: false
+        isolated: false,
+        opening: 1,
+        reason: "window"
       })
       yield* TestClock.adjust("6 seconds")
       assert.strictEqual((yield* state("p"))._tag, "HalfOpen")

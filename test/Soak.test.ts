@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Clock, Duration, Effect, Exit, Fiber, Option } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, Fiber, Metric, Option } from "effect"
 import { TestClock } from "effect/testing"
 import type { CircuitState } from "../src/CircuitState.ts"
 import { CircuitBreakerMetrics, CircuitBreakerSet, CircuitOpenError } from "../src/index.ts"
@@ -282,11 +282,25 @@ describe("soak", () => {
       // each cancelled probe gave its slot back without a change of state, so the next probe of that circuit was let
       // through half-open; every other probe was let through from Open.
       assert.strictEqual(seen.probes, seen.probeSucceeded + seen.probeFailed + seen.probeCancelled + seen.probeTimedOut)
-      const transitions = (from: string, to: string) => count(CircuitBreakerMetrics.transitions, { from, to })
-      assert.strictEqual(yield* transitions("Open", "HalfOpen"), seen.probes - seen.probesAfterGivenBack)
-      assert.strictEqual(yield* transitions("HalfOpen", "Closed"), seen.probeSucceeded)
-      assert.strictEqual(yield* transitions("HalfOpen", "Open"), seen.probeFailed + seen.probeTimedOut)
-      assert.strictEqual(yield* transitions("HalfOpen", "HalfOpen"), 0)
+      const transitions = (from: string, to: string, reason: string) =>
+        count(CircuitBreakerMetrics.transitions, { from, to, reason })
+      assert.strictEqual(yield* transitions("Open", "HalfOpen", "probe"), seen.probes - seen.probesAfterGivenBack)
+      assert.strictEqual(yield* transitions("HalfOpen", "Closed", "probe-succeeded"), seen.probeSucceeded)
+      assert.strictEqual(yield* transitions("HalfOpen", "Open", "probe-failed"), seen.probeFailed)
+      assert.strictEqual(yield* transitions("HalfOpen", "Open", "probe-timeout"), seen.probeTimedOut)
+      // No other change of state happened: trips by the window policy, and the probes' changes above.
+      const registry = yield* Metric.MetricRegistry
+      const series = [...registry.values()].filter((m) => m.id === "circuit_breaker_transitions_total")
+      assert.deepStrictEqual(
+        series.map((m) => `${m.attributes?.from}>${m.attributes?.to}>${m.attributes?.reason}`).sort(),
+        [
+          "Closed>Open>window",
+          "HalfOpen>Closed>probe-succeeded",
+          "HalfOpen>Open>probe-failed",
+          "HalfOpen>Open>probe-timeout",
+          "Open>HalfOpen>probe"
+        ]
+      )
       assert.strictEqual(yield* count(CircuitBreakerMetrics.probes, {}), seen.probes)
       const outcomes = (outcome: string) => count(CircuitBreakerMetrics.calls, { outcome })
       assert.strictEqual(yield* outcomes("rejected"), seen.rejected)

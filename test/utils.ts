@@ -1,9 +1,25 @@
-import { Cause, Data, Deferred, Effect, Exit, Fiber, Layer, Logger, Metric, Option, References, Stream } from "effect"
+import {
+  Cause,
+  Data,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Fiber,
+  Layer,
+  Logger,
+  Metric,
+  Option,
+  References,
+  Schedule,
+  Stream
+} from "effect"
 import type { LogLevel } from "effect"
 import {
   CircuitBreakerMetrics,
   CircuitBreakerSet,
   CircuitOpenError,
+  type ResolvedOptions,
   type SetOptions,
   withBreaker
 } from "../src/index.ts"
@@ -37,6 +53,25 @@ export const failing = Effect.fail(new Boom())
 /** Opens `peer`'s circuit with `maxFailures + 1` quick failures. */
 export const trip = (peer: string, maxFailures: number) => repeat(failing.pipe(withBreaker(peer)), maxFailures + 1)
 
+// ---- resolved options ----
+
+/**
+ * The parameters of resolved options whose policy is a `Policy.window` (the default, or the `maxFailures` / `window`
+ * shorthand), durations in milliseconds. Any other policy is a defect.
+ */
+export const windowOf = (options: ResolvedOptions): { readonly maxFailures: number; readonly windowMillis: number } => {
+  const policy = options.policy
+  if (policy._tag !== "Window") throw new Error(`expected a window policy, got ${policy._tag}`)
+  return { maxFailures: policy.maxFailures, windowMillis: Duration.toMillis(Duration.fromInputUnsafe(policy.window)) }
+}
+
+/** The fixed open duration of resolved options, in milliseconds; a schedule is a defect. */
+export const openMillisOf = (options: ResolvedOptions): number => {
+  const openDuration = options.openDuration
+  if (Schedule.isSchedule(openDuration)) throw new Error("expected a fixed open duration, got a Schedule")
+  return Duration.toMillis(openDuration)
+}
+
 // ---- metrics ----
 
 /** The count of `metric`'s series with exactly `attributes`, in the metric registry in the context. */
@@ -46,6 +81,10 @@ export const count = (metric: Metric.Counter<number>, attributes: Record<string,
 /** The value of the state gauge's series with exactly `attributes`: 0 closed, 1 half-open, 2 open. */
 export const gauge = (attributes: Record<string, string>) =>
   Effect.map(Metric.value(Metric.withAttributes(CircuitBreakerMetrics.state, attributes)), (state) => state.value)
+
+/** The value of the opening gauge's series with exactly `attributes`: the opening number, 0 once closed. */
+export const openingGauge = (attributes: Record<string, string>) =>
+  Effect.map(Metric.value(Metric.withAttributes(CircuitBreakerMetrics.opening, attributes)), (state) => state.value)
 
 // ---- rejections ----
 

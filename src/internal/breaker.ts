@@ -14,7 +14,8 @@ import type { CircuitStateChange } from "../CircuitStateChange.ts"
 import { displayPeer } from "./display.ts"
 import * as machine from "./machine.ts"
 import { makeSeriesSource, type Series, type SeriesSource } from "./metrics.ts"
-import { toLimits } from "./options.ts"
+import { ScheduleOpenings } from "./openings.ts"
+import type { Settings } from "./options.ts"
 import type { Entry } from "./registry.ts"
 import { RejectionCache } from "./rejection.ts"
 
@@ -23,8 +24,10 @@ export const TypeId = "~effect-circuit/CircuitBreaker" as const
 
 /** What every breaker of a set shares (a single breaker has its own). */
 export interface Shared {
-  readonly options: ResolvedOptions
-  readonly limits: machine.Limits
+  /** The settings of the set (or single breaker): those of every peer that has no entry of its own. */
+  readonly settings: Settings
+  /** The settings of the peers that have an entry of their own in the set's `peers` option. */
+  readonly peers: ReadonlyMap<string, Settings>
   readonly series: SeriesSource
   /** Where state changes are published; only a set has one. */
   readonly changes: PubSub.PubSub<CircuitStateChange> | undefined
@@ -67,16 +70,17 @@ export type LastMarked =
 
 /** The shared settings of a breaker or a set, with its metrics registered in `context`'s registry. */
 export const makeShared = (
-  options: ResolvedOptions,
+  settings: Settings,
+  peers: ReadonlyMap<string, Settings>,
   context: Context.Context<never>,
   changes: PubSub.PubSub<CircuitStateChange> | undefined,
   probes: Scope.Scope | undefined,
   metricRetentionMillis: number
 ): Shared => {
   const shared: Shared = {
-    options,
-    limits: toLimits(options),
-    series: makeSeriesSource(options.metricPeerLabel, context, metricRetentionMillis, (peer, error) => {
+    settings,
+    peers,
+    series: makeSeriesSource(settings.options.metricPeerLabel, context, metricRetentionMillis, (peer, error) => {
       if (shared.warnedLabel) return
       shared.warnedLabel = true
       shared.pendingWarning = Effect.ignoreCause(Effect.logWarning(
@@ -105,8 +109,11 @@ export class Breaker implements CircuitBreaker {
   declare readonly [TypeId]: typeof TypeId
   readonly name: string
   readonly shared: Shared
+  readonly settings: Settings
   readonly state: Ref.Ref<machine.State>
   readonly series: Series
+  /** The breaker's openings, when its open duration is a schedule: made on its first opening. */
+  #openings: ScheduleOpenings | undefined = undefined
   /**
    * Operator actions under way on the breaker: while any, the set keeps it. Calls need no pin: a probe keeps its
    * circuit half-open, and a closed call's result goes to whichever breaker the set holds for the peer by then.
@@ -120,12 +127,26 @@ export class Breaker implements CircuitBreaker {
   constructor(name: string, shared: Shared, now: number, generation = machine.initial.generation) {
     this.name = name
     this.shared = shared
+    this.settings = shared.peers.get(name) ?? shared.settings
     this.state = Ref.makeUnsafe<machine.State>(machine.closedAt(generation))
     this.series = shared.series.acquire(name, now)
   }
 
   get options(): ResolvedOptions {
-    return this.shared.options
+    return this.settings.options
+  }
+
+  get limits(): machine.Limits {
+    return this.settings.limits
+  }
+
+  /** The durations of this breaker's openings, for a decision taken in `context` (whose `Random` jitters them). */
+  openings(context: Context.Context<never>): machine.Openings {
+    const settings = this.settings
+    if (settings.fixedOpenings !== undefined) return settings.fixedOpenings
+    this.#openings ??= new ScheduleOpenings(settings.schedule!, settings.maxOpenMillis, context)
+    this.#openings.context = context
+    return this.#openings
   }
 
   pipe() {
@@ -142,4 +163,4 @@ export class PeerBreaker extends Breaker implements Entry {
 
 /** Whether the breaker can be dropped at `now` without anyone noticing: no pin, a fresh breaker's state. */
 export const isIdle = (breaker: Breaker, now: number): boolean =>
-  breaker.pins === 0 && machine.isIdle(Ref.getUnsafe(breaker.state), now, breaker.shared.limits)
+  breaker.pins === 0 && machine.isIdle(Ref.getUnsafe(breaker.state), now, breaker.settings.limits)

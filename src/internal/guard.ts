@@ -114,13 +114,15 @@ const run = <A, E, R>(
     // machine.admit admits every call to a closed circuit with its generation, and needs no clock for it: inlined.
     const ticket = current.generation
     const drops = registry?.drops
+    // Only a slow-call policy times its calls: the others read no clock here.
+    const startedAt = breaker.settings.limits.tracker.slowMillis === Infinity ? NaN : monotonicMillis(clockOf(fiber))
     annotateSpan(fiber, breaker.name, "Closed")
     // Marks the call as guarded by this breaker for its own duration, in the same step as its admission; the exit
     // handler puts the caller's context back before anything else.
     fiber.setContext(last.breaker === breaker ? last.marked : markedContext(breaker, context, guarded))
     return Effect.onExitPrimitive(self, (exit) => {
       fiber.setContext(context)
-      return settle(breaker, ticket, exit, fiber, registry, drops)
+      return settle(breaker, ticket, startedAt, exit, fiber, registry, drops)
     })
   }
   return runNotClosed(fiber, breaker, current, self, registry)
@@ -147,10 +149,14 @@ const runNotClosed = <A, E, R>(
 ): Effect.Effect<A, E | CircuitOpenError, R> => {
   const clock = clockOf(fiber)
   const now = monotonicMillis(clock)
-  const limits = breaker.shared.limits
-  const live = machine.expireProbe(current, now, clock, limits)
-  const [admission] = machine.admit(live, now, limits)
-  if (typeof admission !== "number") return reject(breaker, live, admission.retryAfterMillis, fiber)
+  if (current._tag === "Open") {
+    // machine.admit's rejection by an open circuit, inlined: the path every call takes while a peer is down.
+    const waited = now - current.openedAt
+    if (waited < current.openMillis) return reject(breaker, current, current.openMillis - waited, fiber, self)
+  }
+  const live = machine.expireProbe(current, now, clock)
+  const [admission] = machine.admit(live, now, breaker.settings.limits, breaker.openings(fiber.context))
+  if (typeof admission !== "number") return reject(breaker, live, admission.retryAfterMillis, fiber, self)
   return runProbe(fiber, breaker, self, registry, registry?.drops)
 }
 
@@ -169,29 +175,31 @@ const runProbe = <A, E, R>(
   Effect.uninterruptibleMask((restore) => {
     const breaker = current(found, fiber, registry, drops)
     const clock = clockOf(fiber)
-    const limits = breaker.shared.limits
+    const limits = breaker.settings.limits
+    const openings = breaker.openings(fiber.context)
     return Effect.flatten(
       Ref.modify(breaker.state, (stored): readonly [Effect.Effect<A, E | CircuitOpenError, R>, machine.State] => {
         const now = monotonicMillis(clock)
-        const before = machine.expireProbe(stored, now, clock, limits)
-        const [admission, after] = machine.admit(before, now, limits)
+        const before = machine.expireProbe(stored, now, clock)
+        const [admission, after] = machine.admit(before, now, limits, openings)
         let next: Effect.Effect<A, E | CircuitOpenError, R>
         if (typeof admission !== "number") {
-          next = reject(breaker, before, admission.retryAfterMillis, fiber)
+          next = restore(reject(breaker, before, admission.retryAfterMillis, fiber, self))
         } else if (before._tag === "Closed") {
           // Closed by the probe of another call meanwhile: an ordinary closed call.
           annotateSpan(fiber, breaker.name, "Closed")
           const dropsNow = registry?.drops
+          const startedAt = limits.tracker.slowMillis === Infinity ? NaN : now
           next = restore(
             Effect.onExitPrimitive(
               markedCall(breaker, self),
-              (exit) => settle(breaker, admission, exit, fiber, registry, dropsNow)
+              (exit) => settle(breaker, admission, startedAt, exit, fiber, registry, dropsNow)
             )
           )
         } else {
           breaker.series.probe()
           annotateSpan(fiber, breaker.name, "HalfOpen")
-          const lease = { ticket: admission, end: now + limits.resetTimeoutMillis }
+          const lease = { ticket: admission, end: now + (after as machine.HalfOpen).probeTimeoutMillis }
           const started = Effect.flatMap(
             forkProbe(breaker, lease, self, registry),
             (probe) => restore(Fiber.join(probe))
@@ -233,7 +241,7 @@ const forkProbe = <A, E, R>(
         Effect.withFiber((fiber): Effect.Effect<ProbeEnd<A, E>> => {
           // Past its lease, the probe has failed already (or is about to be counted so): nothing more to record.
           if (monotonicMillis(clockOf(fiber)) >= lease.end) return Effect.succeed({ recorded: false, exit })
-          const recorded = settle(breaker, lease.ticket, exit, fiber, registry, registry?.drops)
+          const recorded = settle(breaker, lease.ticket, NaN, exit, fiber, registry, registry?.drops)
           const end = Effect.succeed({ recorded: true, exit })
           return recorded === undefined ? end : Effect.andThen(recorded, end)
         })
@@ -251,10 +259,24 @@ const forkProbe = <A, E, R>(
             const result = ended.value
             if (result._tag === "Failure") return Exit.failCause(result.cause)
             if (result.value.recorded) return result.value.exit
+            // It ended as its lease did: too late to decide, but a dry run still gives the caller its result.
+            if (breaker.settings.observe) return Effect.andThen(leaseEnded(breaker, fiber), result.value.exit)
+          } else if (breaker.settings.observe) {
+            // A dry run interrupts nothing: the circuit reopens as it would, and the caller gets the call's result.
+            return Effect.andThen(
+              leaseEnded(breaker, fiber),
+              Effect.flatMap(
+                Fiber.await(running),
+                (result) => result._tag === "Failure" ? Exit.failCause(result.cause) : result.value.exit
+              )
+            )
           } else {
             running.interruptUnsafe(fiber.id)
           }
-          return leaseEnded(breaker, fiber)
+          return Effect.flatMap(
+            leaseEnded(breaker, fiber),
+            (retryAfter) => breaker.shared.rejections.get(breaker, breaker.name, "Open", retryAfter)
+          )
         })
     )
   return Effect.flatMap(fork(call), (running) => fork(watch(running)))
@@ -266,21 +288,24 @@ interface ProbeEnd<A, E> {
   readonly exit: Exit.Exit<A, E>
 }
 
-/** The probe's lease ended while it ran: it has been interrupted; the circuit reopens at the lease's end. */
-const leaseEnded = (breaker: Breaker, fiber: Fiber.Fiber<unknown, unknown>): Effect.Effect<never, CircuitOpenError> => {
+/**
+ * The probe's lease ended while it ran (it has been interrupted, unless in observe mode): the circuit reopens at the
+ * lease's end. Gives how long until the circuit admits a call again.
+ */
+const leaseEnded = (breaker: Breaker, fiber: Fiber.Fiber<unknown, unknown>): Effect.Effect<number> => {
   const clock = clockOf(fiber)
-  const limits = breaker.shared.limits
+  const limits = breaker.settings.limits
+  const openings = breaker.openings(fiber.context)
   breaker.series.count("failure")
   return Effect.flatten(Ref.modify(breaker.state, (stored) => {
     const now = monotonicMillis(clock)
-    const after = machine.expireProbe(stored, now, clock, limits)
-    const [admission] = machine.admit(after, now, limits)
-    const retryAfter = typeof admission === "number" ? 0 : admission.retryAfterMillis
-    const rejected = breaker.shared.rejections.get(breaker, breaker.name, "Open", retryAfter)
+    const after = machine.expireProbe(stored, now, clock)
+    const [admission] = machine.admit(after, now, limits, openings)
+    const retryAfter = Effect.succeed(typeof admission === "number" ? 0 : admission.retryAfterMillis)
     return [
       after === stored
-        ? rejected
-        : Effect.andThen(reportChange(breaker, stored, after, "probe-timeout", clock), rejected),
+        ? retryAfter
+        : Effect.andThen(reportChange(breaker, stored, after, "probe-timeout", clock), retryAfter),
       after
     ]
   }))
@@ -297,22 +322,35 @@ const current = (
     ? breaker
     : registry.lookup(breaker.name, fiber.context)
 
-const reject = (
+/**
+ * A call the circuit rejects: it fails with `CircuitOpenError` without running. In observe mode it runs instead,
+ * counted as `would_reject`, and its result decides nothing.
+ */
+const reject = <A, E, R>(
   breaker: Breaker,
   state: machine.State,
   retryAfterMillis: number,
-  fiber: Fiber.Fiber<unknown, unknown>
-): Exit.Exit<never, CircuitOpenError> => {
-  breaker.series.count("rejected")
+  fiber: Fiber.Fiber<unknown, unknown>,
+  self: Effect.Effect<A, E, R>
+): Effect.Effect<A, E | CircuitOpenError, R> => {
   annotateSpan(fiber, breaker.name, tagOf(state))
+  if (breaker.settings.observe) {
+    breaker.series.count("would_reject")
+    return markedCall(breaker, self)
+  }
+  breaker.series.count("rejected")
   const by = state._tag === "HalfOpen" || state._tag === "Isolated" ? state._tag : "Open"
   return breaker.shared.rejections.get(breaker, breaker.name, by, retryAfterMillis)
 }
 
-/** Records how the call admitted with `ticket` ended; runs uninterruptibly, as the exit handler of the call. */
+/**
+ * Records how the call admitted with `ticket` at `startedAt` (`NaN` when not timed) ended; runs uninterruptibly, as
+ * the exit handler of the call.
+ */
 const settle = (
   admitted: Breaker,
   ticket: number,
+  startedAt: number,
   exit: Exit.Exit<unknown, unknown>,
   fiber: Fiber.Fiber<unknown, unknown>,
   registry: PeerRegistry | undefined,
@@ -321,42 +359,55 @@ const settle = (
   // The set may have dropped the breaker the call was admitted on (idle, closed with an empty window): the breaker it
   // holds for the peer now went on from the dropped one's generation, so the ticket decides there as it would have.
   const breaker = current(admitted, fiber, registry, drops)
-  // The common case, a call that succeeded on a closed circuit, changes nothing but a counter: no classifying, no
-  // clock, no write.
-  if (exit._tag === "Success" && Ref.getUnsafe(breaker.state)._tag === "Closed") {
-    breaker.series.success()
-    return undefined
+  // The common case, a call that succeeded on a closed circuit whose policy a success cannot change (the default's),
+  // changes nothing but a counter: no classifying, no clock, no write.
+  if (exit._tag === "Success") {
+    const state = Ref.getUnsafe(breaker.state)
+    if (state._tag === "Closed") {
+      const limits = breaker.settings.limits
+      if (!limits.tracker.recordsSuccess(state.counts)) {
+        breaker.series.success()
+        return undefined
+      }
+      // A success that only adds to counts a rate already keeps changes no state: recorded in this synchronous,
+      // uninterruptible step, as `Ref.modify` would, without its runtime step.
+      const now = monotonicMillis(clockOf(fiber))
+      if (machine.recordSuccessInPlace(state, ticket, now - startedAt, now, limits)) {
+        breaker.series.success()
+        return undefined
+      }
+    }
   }
-  return settleOutcome(breaker, ticket, exit, fiber)
+  return settleOutcome(breaker, ticket, startedAt, exit, fiber)
 }
 
 /** `settle` past its common case; apart, so that the common case allocates nothing. */
 const settleOutcome = (
   breaker: Breaker,
   ticket: number,
+  startedAt: number,
   exit: Exit.Exit<unknown, unknown>,
   fiber: Fiber.Fiber<unknown, unknown>
 ): Effect.Effect<void> | undefined => {
   let thrown: { readonly error: unknown } | undefined
   const outcome = exit._tag === "Success"
     ? "success"
-    : classify(exit, breaker.shared.options.isFailure, (error) => (thrown ??= { error }))
+    : classify(exit, breaker.settings.options.isFailure, (error) => (thrown ??= { error }))
   if (outcome === "success") breaker.series.success()
   else breaker.series.count(outcome)
-  if (outcome !== "failure" && Ref.getUnsafe(breaker.state)._tag === "Closed") return undefined
+  const limits = breaker.settings.limits
+  const stored = Ref.getUnsafe(breaker.state)
+  if (
+    stored._tag === "Closed" &&
+    (outcome === "ignored" || (outcome === "success" && !limits.tracker.recordsSuccess(stored.counts)))
+  ) return undefined
   const clock = clockOf(fiber)
-  const limits = breaker.shared.limits
+  const openings = breaker.openings(fiber.context)
   const recorded = Effect.flatten(Ref.modify(breaker.state, (before) => {
     const now = monotonicMillis(clock)
-    const after = machine.record(before, ticket, outcome, now, clock, limits)
+    const after = machine.record(before, ticket, outcome, now, now - startedAt, clock, limits, openings)
     if (before._tag === after._tag) return [Effect.void, after]
-    const reason: Reason = before._tag === "Closed"
-      ? "failures"
-      : before._tag === "HalfOpen" && now >= machine.leaseEnd(before, limits)
-      ? "probe-timeout"
-      : outcome === "success"
-      ? "probe-succeeded"
-      : "probe-failed"
+    const reason: Reason = after._tag === "Open" ? after.reason : "probe-succeeded"
     return [reportChange(breaker, before, after, reason, clock), after]
   }))
   if (thrown === undefined || breaker.shared.warnedIsFailure.has(breaker)) return recorded
@@ -411,7 +462,7 @@ export const applyOperatorChange = (
     Ref.modify(breaker.state, (before) => {
       // Releases the pin the caller took on the breaker when it looked it up.
       breaker.pins--
-      const after = change(before, monotonicMillis(clock), clock, breaker.shared.limits)
+      const after = change(before, monotonicMillis(clock), clock, breaker.settings.limits)
       return [{ before, after }, after]
     }),
     ({ after, before }) => {

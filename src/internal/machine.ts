@@ -4,109 +4,101 @@
  * shell applies every decision to the breaker's `Ref` in one atomic step.
  *
  * States are immutable values, with two exceptions that no caller can observe: opening a circuit reads the wall
- * clock once (to show users when it opened), and `FailureTimes.append` may extend a shared array past the end of the
- * slice the old state sees.
+ * clock once (to show users when it opened), and a closed state's policy counts (see `policy.ts`) are updated in
+ * place by `record`; they belong to that closed period (its generation) and are dropped when it ends.
  *
  * Times are monotonic milliseconds (`Clock.monotonicTimeNanos` / 1e6); only `openedAtWall` is wall-clock time.
  *
- * Every transition increments `generation`. A call is admitted with a ticket equal to the generation it was admitted
- * under; its result is applied only while the generation is unchanged, so results of calls admitted under an
- * earlier state (before a trip, before a close, a probe whose lease ended) decide nothing.
+ * Every transition increments `generation`, and so does every probe's admission. A call is admitted with a ticket:
+ * a closed call's is the generation it was admitted under, and its result is applied only while the generation is
+ * unchanged; a probe's is the generation its admission made, and its result is applied only while it holds a probe
+ * slot. So results of calls admitted under an earlier state (before a trip, before a close, a probe whose lease
+ * ended) decide nothing.
  *
- * A probe holds a lease of `resetTimeout` from its start. A probe still running when its lease ends is a failed probe:
- * the circuit reopens at the instant the lease ended. Nothing runs at that instant; `expireProbe` computes it from the
- * time, and the shell applies it before every decision and every read.
+ * Open durations come from `Openings`: the n-th opening lasts `delay(n)`. The shell computes them (a `Schedule` may
+ * draw jitter); the machine asks for a delay only when it enters a state that needs one, and keeps it in the state.
+ *
+ * A probe holds a lease of `probeTimeout` from its start. A probe still running when its lease ends is a failed
+ * probe: the circuit reopens at the instant the lease ended. Nothing runs at that instant; `expireProbe` computes it
+ * from the time, and the shell applies it before every decision and every read.
  */
+import { type Figures, type Tracker, Trip, type TripReason } from "./policy.ts"
 
 /** The limits the machine enforces, with durations in milliseconds. */
 export interface Limits {
-  readonly maxFailures: number
-  readonly windowMillis: number
-  readonly resetTimeoutMillis: number
+  readonly tracker: Tracker
+  /** Probes that may run at once while half-open. */
+  readonly probes: number
+  /** Probe successes that close the circuit. */
+  readonly successThreshold: number
+  /** A probe's lease; `undefined`: the duration of the opening that preceded the half-open period. */
+  readonly probeTimeoutMillis: number | undefined
+  /** How long an isolated circuit tells readers to wait before they look again (it promises nothing). */
+  readonly pollMillis: number
 }
+
+/** The duration of each opening, in milliseconds, capped: the n-th opening (n ≥ 1) lasts `delay(n)`. */
+export interface Openings {
+  delay(opening: number): number
+}
+
+/** Why a circuit is open: the policy that tripped, or a probe that failed or ran out its lease. */
+export type OpenReason = TripReason | "probe-failed" | "probe-timeout"
 
 /**
- * The times of the most recent counted failures, oldest first: the entries `start` to `end` of `times`.
- *
- * Appending must not copy the whole window (with a large `maxFailures` that would make a burst of failures
- * quadratic), so successive states share one append-only array and each sees only its own slice. A state is
- * extended in place only while it is the array's newest view; otherwise, or once most of the array has aged out,
- * its live part is copied.
+ * What a closed circuit remembers of its last opening, to tell a relapse from a new outage: a trip within
+ * `lastOpenMillis` of `closedAt` continues the backoff (`opening` + 1), a later one starts again at 1.
  */
-export class FailureTimes {
-  readonly times: Array<number>
-  readonly start: number
-  readonly end: number
-
-  constructor(times: Array<number>, start: number, end: number) {
-    this.times = times
-    this.start = start
-    this.end = end
-  }
-
-  get size(): number {
-    return this.end - this.start
-  }
-
-  /** The first entry at or after `start` that is inside the window at `now` (times are in ascending order). */
-  firstInWindow(now: number, limits: Limits): number {
-    let low = this.start
-    let high = this.end
-    while (low < high) {
-      const mid = (low + high) >>> 1
-      if (inWindow(this.times[mid]!, now, limits)) high = mid
-      else low = mid + 1
-    }
-    return low
-  }
-
-  /** The failures in the window at `now`, then one more at `now`. */
-  append(now: number, limits: Limits): FailureTimes {
-    const start = this.firstInWindow(now, limits)
-    const live = this.end - start
-    if (this.end === this.times.length && this.times !== noTimes && start * 2 < this.times.length) {
-      this.times.push(now)
-      return new FailureTimes(this.times, start, this.end + 1)
-    }
-    const times = this.times.slice(start, this.end)
-    times.push(now)
-    return new FailureTimes(times, 0, live + 1)
-  }
-
-  toJSON(): ReadonlyArray<number> {
-    return this.times.slice(this.start, this.end)
-  }
+export interface Backoff {
+  readonly opening: number
+  readonly closedAt: number
+  readonly lastOpenMillis: number
 }
 
-const noTimes: Array<number> = []
-const noFailures = new FailureTimes(noTimes, 0, 0)
-
-/** Closed: calls pass; `failures` holds the times of the most recent counted failures, at most `maxFailures`. */
+/** Closed: calls pass; `counts` are the policy's figures (`undefined` until an outcome needs them). */
 export interface Closed {
   readonly _tag: "Closed"
   readonly generation: number
-  readonly failures: FailureTimes
+  readonly counts: unknown
+  readonly backoff: Backoff | undefined
 }
 
-/** Open: calls are rejected until `resetTimeoutMillis` after `openedAt`, then the next call is the probe. */
+/** Open: calls are rejected until `openMillis` after `openedAt`, then the next calls are probes. */
 export interface Open {
   readonly _tag: "Open"
   readonly generation: number
   readonly openedAt: number
   readonly openedAtWall: number
+  /** 1 for the first opening after a healthy period, n + 1 after opening n failed. */
+  readonly opening: number
+  readonly reason: OpenReason
+  readonly openMillis: number
+}
+
+/** A probe in flight: its ticket and when its lease started. */
+export interface Probe {
+  readonly ticket: number
+  readonly startedAt: number
 }
 
 /**
- * Half-open. With a probe in flight (since `probeStartedAt`) other calls are rejected until it decides or its lease
- * ends; without one (its probe's own effect was interrupted) the next call is the probe.
+ * Half-open: up to `probes` calls run as probes at once; `successThreshold` successes close the circuit, any
+ * failure (or a lease that ends) reopens it as opening `opening` + 1, for `nextOpenMillis`.
  */
 export interface HalfOpen {
   readonly _tag: "HalfOpen"
   readonly generation: number
   readonly openedAt: number
   readonly openedAtWall: number
-  readonly probeInFlight: boolean
-  readonly probeStartedAt: number
+  readonly opening: number
+  readonly reason: OpenReason
+  /** How long the opening that preceded lasted. */
+  readonly openMillis: number
+  readonly nextOpenMillis: number
+  readonly probeTimeoutMillis: number
+  /** The probes in flight, oldest first. */
+  readonly probes: ReadonlyArray<Probe>
+  readonly successes: number
 }
 
 /** Held open by an operator: every call is rejected until the last of `isolations` is released. */
@@ -133,101 +125,137 @@ export interface Rejected {
   readonly retryAfterMillis: number
 }
 
-/** A ticket (the generation the call was admitted under), or a rejection. */
+/** A ticket, or a rejection. */
 export type Admission = number | Rejected
 
-/** The state of a breaker that has seen nothing. Shared by every fresh breaker: states are immutable. */
-export const initial: Closed = Object.freeze({ _tag: "Closed", generation: 0, failures: noFailures })
+/** The state of a breaker that has seen nothing. Shared by every fresh breaker. */
+export const initial: Closed = Object.freeze({ _tag: "Closed", generation: 0, counts: undefined, backoff: undefined })
 
-/** A closed state with an empty window at `generation`: how a breaker recreated for a peer goes on from its last. */
+/** A closed state with empty counts at `generation`: how a breaker recreated for a peer goes on from its last. */
 export const closedAt = (generation: number): Closed =>
-  generation === initial.generation ? initial : { _tag: "Closed", generation, failures: noFailures }
+  generation === initial.generation ? initial : emptyClosed(generation, undefined)
 
-const emptyClosed = (generation: number): Closed => ({ _tag: "Closed", generation, failures: noFailures })
+const emptyClosed = (generation: number, backoff: Backoff | undefined): Closed => ({
+  _tag: "Closed",
+  generation,
+  counts: undefined,
+  backoff
+})
 
-/** Whether a failure recorded at `at` is still inside the window at `now`. */
-const inWindow = (at: number, now: number, limits: Limits): boolean => now - at < limits.windowMillis
-
-/** When the lease of the probe that `state` holds ends. */
-export const leaseEnd = (state: HalfOpen, limits: Limits): number => state.probeStartedAt + limits.resetTimeoutMillis
+/** When the lease of the oldest probe in flight ends (`Infinity` with none). */
+export const leaseEnd = (state: HalfOpen): number =>
+  state.probes.length === 0 ? Infinity : state.probes[0]!.startedAt + state.probeTimeoutMillis
 
 /**
  * The state at `now` once a probe whose lease has ended is counted as failed: the circuit reopened at the lease's
- * end, for a whole `resetTimeout` from then. The same state otherwise.
+ * end, as the next opening. The same state otherwise.
  */
-export const expireProbe = (state: State, now: number, wall: WallClock, limits: Limits): State => {
-  if (state._tag !== "HalfOpen" || !state.probeInFlight) return state
-  const end = leaseEnd(state, limits)
+export const expireProbe = (state: State, now: number, wall: WallClock): State => {
+  if (state._tag !== "HalfOpen") return state
+  const end = leaseEnd(state)
   if (now < end) return state
-  return {
-    _tag: "Open",
-    generation: state.generation + 1,
-    openedAt: end,
-    openedAtWall: wall.currentTimeMillisUnsafe() - (now - end)
-  }
+  return reopen(state, "probe-timeout", end, wall.currentTimeMillisUnsafe() - (now - end))
 }
+
+const reopen = (state: HalfOpen, reason: OpenReason, at: number, atWall: number): Open => ({
+  _tag: "Open",
+  generation: state.generation + 1,
+  openedAt: at,
+  openedAtWall: atWall,
+  opening: state.opening + 1,
+  reason,
+  openMillis: state.nextOpenMillis
+})
 
 /**
  * Decides whether a call starting at `now` may run, and the state after that decision. `state` is one that
  * `expireProbe` has already been applied to at `now`.
  */
-export const admit = (state: State, now: number, limits: Limits): readonly [Admission, State] => {
+export const admit = (
+  state: State,
+  now: number,
+  limits: Limits,
+  openings: Openings
+): readonly [Admission, State] => {
   switch (state._tag) {
     case "Closed":
       return [state.generation, state]
     case "Open": {
       const waited = now - state.openedAt
-      return waited < limits.resetTimeoutMillis
-        ? [{ retryAfterMillis: limits.resetTimeoutMillis - waited }, state]
-        : startProbe(state, now)
+      if (waited < state.openMillis) return [{ retryAfterMillis: state.openMillis - waited }, state]
+      return startProbe({
+        _tag: "HalfOpen",
+        generation: state.generation,
+        openedAt: state.openedAt,
+        openedAtWall: state.openedAtWall,
+        opening: state.opening,
+        reason: state.reason,
+        openMillis: state.openMillis,
+        nextOpenMillis: openings.delay(state.opening + 1),
+        probeTimeoutMillis: limits.probeTimeoutMillis ?? state.openMillis,
+        probes: [],
+        successes: 0
+      }, now)
     }
     case "Isolated":
       // An isolation lasts until an operator releases it: no time can be promised.
       return [{ retryAfterMillis: Infinity }, state]
     case "HalfOpen":
-      return state.probeInFlight
-        ? [{ retryAfterMillis: leaseEnd(state, limits) - now }, state]
-        : startProbe(state, now)
+      return state.probes.length < limits.probes && state.successes + state.probes.length < limits.successThreshold
+        ? startProbe(state, now)
+        : [{ retryAfterMillis: leaseEnd(state) - now }, state]
   }
 }
 
-const startProbe = (state: Open | HalfOpen, now: number): readonly [Admission, State] => {
-  const generation = state.generation + 1
-  return [generation, {
-    _tag: "HalfOpen",
-    generation,
-    openedAt: state.openedAt,
-    openedAtWall: state.openedAtWall,
-    probeInFlight: true,
-    probeStartedAt: now
-  }]
+const startProbe = (state: HalfOpen, now: number): readonly [Admission, State] => {
+  const ticket = state.generation + 1
+  return [ticket, { ...state, generation: ticket, probes: [...state.probes, { ticket, startedAt: now }] }]
 }
 
-/** Applies the outcome of the call admitted with `ticket`, ending at monotonic time `now`. */
+/** Whether `state` holds a probe slot for `ticket`. */
+const probeOf = (state: HalfOpen, ticket: number): Probe | undefined => {
+  for (const probe of state.probes) if (probe.ticket === ticket) return probe
+  return undefined
+}
+
+/**
+ * Applies the outcome of the call admitted with `ticket`, ending at monotonic time `now` after running for
+ * `durationMillis` (`NaN` when the policy does not time calls).
+ */
 export const record = (
   state: State,
   ticket: number,
   outcome: Outcome,
   now: number,
+  durationMillis: number,
   wall: WallClock,
-  limits: Limits
+  limits: Limits,
+  openings: Openings
 ): State => {
-  if (state.generation !== ticket) return state
   switch (state._tag) {
-    case "Closed":
-      return outcome === "failure" ? recordClosedFailure(state, now, wall, limits) : state
-    case "HalfOpen":
-      // A result that arrives once the lease has ended comes too late: the probe has failed.
-      if (now >= leaseEnd(state, limits)) return expireProbe(state, now, wall, limits)
-      switch (outcome) {
-        case "success":
-          return emptyClosed(state.generation + 1)
-        case "failure":
-          return open(state.generation, now, wall)
-        case "ignored":
-          // A probe whose own effect was interrupted tells nothing about the peer: the next call probes.
-          return { ...state, generation: state.generation + 1, probeInFlight: false }
+    case "Closed": {
+      if (state.generation !== ticket || outcome === "ignored") return state
+      const counts = limits.tracker.record(state.counts, outcome === "failure", durationMillis, now)
+      if (counts instanceof Trip) return trip(state, counts.reason, now, wall, openings)
+      return counts === state.counts ? state : { ...state, counts }
+    }
+    case "HalfOpen": {
+      const probe = probeOf(state, ticket)
+      if (probe === undefined) return state
+      // A result that arrives once a lease has ended comes too late: the probe has failed.
+      if (now >= leaseEnd(state)) return expireProbe(state, now, wall)
+      const slow = now - probe.startedAt >= limits.tracker.slowMillis
+      if (outcome === "failure" || (outcome === "success" && slow)) {
+        return reopen(state, "probe-failed", now, wall.currentTimeMillisUnsafe())
       }
+      const probes = state.probes.filter((running) => running !== probe)
+      // A probe whose own effect was interrupted tells nothing about the peer: its slot is free again.
+      if (outcome === "ignored") return { ...state, probes }
+      const successes = state.successes + 1
+      return successes >= limits.successThreshold
+        ? emptyClosed(state.generation + 1, { opening: state.opening, closedAt: now, lastOpenMillis: state.openMillis })
+        : { ...state, probes, successes }
+    }
     // No call is ever admitted under an Open or Isolated generation.
     case "Open":
     case "Isolated":
@@ -236,11 +264,51 @@ export const record = (
 }
 
 /**
- * Closes the circuit with an empty window; calls in flight decide nothing. An isolation is not ended by a reset, and
- * a circuit that is closed with no failure in its window is left as it is.
+ * Records the success of the closed call admitted with `ticket` by updating the closed state's counts in place, when
+ * that is all `record` would do (no new counts, no trip): the state stays the same value, so the shell needs no write.
+ * Returns whether it did; when not, the shell goes through `record`.
+ */
+export const recordSuccessInPlace = (
+  state: State,
+  ticket: number,
+  durationMillis: number,
+  now: number,
+  limits: Limits
+): boolean => {
+  if (state._tag !== "Closed" || state.generation !== ticket) return false
+  if (!limits.tracker.successInPlace(state.counts, durationMillis)) return false
+  limits.tracker.record(state.counts, false, durationMillis, now)
+  return true
+}
+
+/** Opens a closed circuit: as the next opening if it relapsed within its last opening's length, else as the first. */
+const trip = (state: Closed, reason: TripReason, now: number, wall: WallClock, openings: Openings): Open => {
+  const backoff = state.backoff
+  const opening = backoff !== undefined && now - backoff.closedAt < backoff.lastOpenMillis ? backoff.opening + 1 : 1
+  return {
+    _tag: "Open",
+    generation: state.generation + 1,
+    openedAt: now,
+    openedAtWall: wall.currentTimeMillisUnsafe(),
+    opening,
+    reason,
+    openMillis: openings.delay(opening)
+  }
+}
+
+/**
+ * Closes the circuit with empty counts and forgets its openings; calls in flight decide nothing. An isolation is not
+ * ended by a reset, and a circuit that is closed with nothing to forget is left as it is.
  */
 export const reset = (state: State, now: number, _wall: WallClock, limits: Limits): State =>
-  state._tag === "Isolated" || isIdle(state, now, limits) ? state : emptyClosed(state.generation + 1)
+  state._tag === "Isolated" || (state._tag === "Closed" && limits.tracker.isClear(state.counts, now) &&
+      backoffOver(state, now))
+    ? state
+    : emptyClosed(state.generation + 1, undefined)
+
+/** Whether a trip of the closed `state` at `now` would start again at opening 1. */
+const backoffOver = (state: Closed, now: number): boolean =>
+  state.backoff === undefined || now - state.backoff.closedAt >= state.backoff.lastOpenMillis
 
 /** Holds the circuit open, on top of any isolation already in force. */
 export const isolate = (state: State, now: number, wall: WallClock): Isolated =>
@@ -254,32 +322,21 @@ export const isolate = (state: State, now: number, wall: WallClock): Isolated =>
       openedAtWall: wall.currentTimeMillisUnsafe()
     }
 
-/** Releases one isolation; the last release closes the circuit with an empty window. */
+/** Releases one isolation; the last release closes the circuit with empty counts and forgets its openings. */
 export const release = (state: State): State => {
   if (state._tag !== "Isolated") return state
-  return state.isolations > 1 ? { ...state, isolations: state.isolations - 1 } : emptyClosed(state.generation + 1)
+  return state.isolations > 1
+    ? { ...state, isolations: state.isolations - 1 }
+    : emptyClosed(state.generation + 1, undefined)
 }
 
-const open = (generation: number, now: number, wall: WallClock): Open => ({
-  _tag: "Open",
-  generation: generation + 1,
-  openedAt: now,
-  openedAtWall: wall.currentTimeMillisUnsafe()
-})
+/** What a closed circuit's policy holds at `now`. */
+export const figures = (state: Closed, now: number, limits: Limits): Figures =>
+  limits.tracker.figures(state.counts, now)
 
-const recordClosedFailure = (state: Closed, now: number, wall: WallClock, limits: Limits): State => {
-  // Only the newest `maxFailures` failures can matter: a new one opens the circuit iff all of them are in the window.
-  const failures = state.failures
-  if (failures.end - failures.firstInWindow(now, limits) >= limits.maxFailures) {
-    return open(state.generation, now, wall)
-  }
-  return { _tag: "Closed", generation: state.generation, failures: failures.append(now, limits) }
-}
-
-/** The number of counted failures inside the window at `now`. */
-export const failuresInWindow = (state: Closed, now: number, limits: Limits): number =>
-  state.failures.end - state.failures.firstInWindow(now, limits)
-
-/** Whether the state is indistinguishable from a fresh breaker's at `now` (so the set may drop it). */
+/**
+ * Whether the state is indistinguishable from a fresh breaker's at `now` (so the set may drop it): closed, with
+ * empty counts, and past the time a trip would continue its last backoff.
+ */
 export const isIdle = (state: State, now: number, limits: Limits): boolean =>
-  state._tag === "Closed" && failuresInWindow(state, now, limits) === 0
+  state._tag === "Closed" && limits.tracker.isEmpty(state.counts, now) && backoffOver(state, now)

@@ -4,13 +4,13 @@
  */
 import * as Context from "effect/Context"
 import * as Metric from "effect/Metric"
-import { calls, type PeerLabel, probes, state, transitions } from "../CircuitBreakerMetrics.ts"
-import type { StateTag } from "../CircuitStateChange.ts"
+import { calls, opening, type PeerLabel, probes, state, transitions } from "../CircuitBreakerMetrics.ts"
+import type { Reason, StateTag } from "../CircuitStateChange.ts"
 
 const stateValue: Record<StateTag, number> = { Closed: 0, HalfOpen: 1, Open: 2 }
 
 /** A counted outcome of a guarded call. */
-export type Outcome = "success" | "failure" | "ignored" | "rejected"
+export type Outcome = "success" | "failure" | "ignored" | "rejected" | "would_reject"
 
 /**
  * One series' value, read by the registry when metrics are exported (`Metric.registerUnsafe`). A call then costs a
@@ -87,10 +87,12 @@ export class Series {
   readonly #outcomes: Record<Exclude<Outcome, "success">, Cell | undefined> = {
     failure: undefined,
     ignored: undefined,
-    rejected: undefined
+    rejected: undefined,
+    would_reject: undefined
   }
   readonly #transitions = new Map<string, Cell>()
   readonly #state: Cell
+  #opening: Cell | undefined
   #probes: Cell | undefined
 
   constructor(label: string | undefined, context: Context.Context<never>) {
@@ -114,21 +116,24 @@ export class Series {
     ;(this.#probes ??= acquire(probes, "counter", this.#peer, this.#context)).value++
   }
 
-  transition(from: StateTag, to: StateTag): void {
-    const key = `${from}>${to}`
+  /** Counts a change of state, and sets the state gauge and the opening gauge (the opening number, 0 when closed). */
+  transition(from: StateTag, to: StateTag, reason: Reason, openingNumber: number): void {
+    const key = `${from}>${to}>${reason}`
     let cell = this.#transitions.get(key)
     if (cell === undefined) {
-      cell = acquire(transitions, "counter", { ...this.#peer, from, to }, this.#context)
+      cell = acquire(transitions, "counter", { ...this.#peer, from, to, reason }, this.#context)
       this.#transitions.set(key, cell)
     }
     cell.value++
     this.#state.value = stateValue[to]
+    ;(this.#opening ??= acquire(opening, "gauge", this.#peer, this.#context)).value = openingNumber
   }
 
   /** Gives up this series' share of its registry entries; each goes when no other breaker uses it. */
   release(): void {
     this.#state.release()
     this.#probes?.release()
+    this.#opening?.release()
     this.#success?.release()
     for (const cell of Object.values(this.#outcomes)) cell?.release()
     for (const cell of this.#transitions.values()) cell.release()

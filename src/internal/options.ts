@@ -2,16 +2,21 @@
  * Validation of the options of a breaker and of a set: schemas, the typed error that names every bad field, and the
  * defaults filled in.
  */
+import type * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Predicate from "effect/Predicate"
+import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as SchemaIssue from "effect/SchemaIssue"
 import { CircuitBreakerConfigError } from "../CircuitBreakerConfigError.ts"
 import type { PeerLabel } from "../CircuitBreakerMetrics.ts"
-import { defaults, type ResolvedOptions } from "../CircuitBreakerOptions.ts"
-import type { Limits } from "./machine.ts"
+import { defaults, type HalfOpenOptions, type ResolvedOptions } from "../CircuitBreakerOptions.ts"
+import * as Policy from "../Policy.ts"
+import type { Limits, Openings } from "./machine.ts"
+import { firstDelay, fixedOpenings } from "./openings.ts"
+import { compile, type Compiled } from "./policy.ts"
 
 const durationExpectation = "a finite duration of at least 1 nanosecond (a Duration, a number of milliseconds, or a " +
   "string such as \"10 seconds\")"
@@ -58,16 +63,27 @@ const MetricPeerLabel = Schema.declare(
   { expected: "\"peer\", \"none\" or a function (peer: string) => string" }
 )
 
+const Anything = Schema.declare((_input): _input is unknown => true)
+
 /**
- * The fields every breaker accepts, as schema fields. The set and the single breaker extend them.
+ * The fields every breaker accepts, as schema fields. The set and the single breaker extend them. The structured
+ * options (`policy`, `openDuration`, `halfOpen`, `mode`) are checked by `checkBreaker`, which names nested paths.
  */
 export const breakerFields = {
+  policy: Schema.optionalKey(Anything),
   maxFailures: Schema.optionalKey(MaxFailures),
   window: Schema.optionalKey(PositiveDurationInput),
+  openDuration: Schema.optionalKey(Anything),
   resetTimeout: Schema.optionalKey(PositiveDurationInput),
+  maxOpenDuration: Schema.optionalKey(PositiveDurationInput),
+  halfOpen: Schema.optionalKey(Anything),
+  mode: Schema.optionalKey(Schema.Literals(["enforce", "observe"])),
   isFailure: Schema.optionalKey(FailurePredicate),
   metricPeerLabel: Schema.optionalKey(MetricPeerLabel)
 }
+
+/** The breaker options a decoded struct holds (the structured ones still unknown until `checkBreaker`). */
+export type DecodedBreaker = Schema.Struct<typeof breakerFields>["Type"]
 
 const formatIssues = SchemaIssue.makeFormatterStandardSchemaV1()
 
@@ -76,75 +92,395 @@ const describe = (value: unknown): string => {
   if (typeof value === "function") return "a function"
   if (typeof value === "bigint") return `${value}n`
   if (Duration.isDuration(value)) return `Duration(${Duration.format(value)})`
+  if (Schedule.isSchedule(value)) return "a Schedule"
   if (Array.isArray(value)) return `[${value.map(describe).join(", ")}]`
   if (Predicate.isObject(value)) return "an object"
   return String(value)
 }
 
-/**
- * Validates raw options against a struct schema of options, with a message that names every bad field.
- * Optional keys that are present with the value `undefined` are treated as absent.
- */
-export const decodeOptions = <A>(
-  schema: Schema.ConstraintDecoder<A>,
-  input: unknown
-): Effect.Effect<A, CircuitBreakerConfigError> => {
-  if (input === undefined) input = {}
-  if (!Predicate.isObject(input) || Array.isArray(input)) {
-    return Effect.fail(
-      new CircuitBreakerConfigError({
-        fields: ["options"],
-        details: `options: Expected an object of options, got ${describe(input)}`
-      })
-    )
+/** One bad option: its path (`policy.threshold`), what was expected, and the value found. */
+export interface Issue {
+  readonly path: string
+  readonly message: string
+  readonly value: unknown
+}
+
+/** The error naming every issue, one line each. */
+export const configError = (issues: ReadonlyArray<Issue>): CircuitBreakerConfigError => {
+  const names: Array<string> = []
+  for (const issue of issues) if (!names.includes(issue.path)) names.push(issue.path)
+  return new CircuitBreakerConfigError({
+    fields: names,
+    details: issues.map((issue) => `${issue.path}: ${issue.message}, got ${describe(issue.value)}`).join("\n")
+  })
+}
+
+/** The own entries of an options object with `undefined` values left out, or an issue if it cannot be read. */
+const presentEntries = (input: unknown, path: string): Record<string, unknown> | Issue => {
+  if (!Predicate.isObject(input) || Array.isArray(input) || Schedule.isSchedule(input)) {
+    return { path, message: "Expected an object of options", value: input }
   }
-  let present: Record<string, unknown>
   try {
     // Own entries only, copied with `fromEntries`: a "__proto__" key stays a key (and is reported as unknown) instead
     // of becoming the prototype, whose properties would slip past validation.
-    present = Object.fromEntries(Object.entries(input).filter(([, value]) => value !== undefined))
+    return Object.fromEntries(Object.entries(input).filter(([, value]) => value !== undefined))
   } catch (error) {
-    return Effect.fail(
-      new CircuitBreakerConfigError({ fields: ["options"], details: `options: could not be read: ${String(error)}` })
-    )
+    return { path, message: `could not be read (${String(error)})`, value: input }
   }
+}
+
+const isIssue = (value: Record<string, unknown> | Issue): value is Issue =>
+  typeof value.path === "string" && typeof value.message === "string" && "value" in value &&
+  Object.keys(value).length === 3
+
+/**
+ * Validates raw options against a struct schema of options, then runs `check` on what is present (when given),
+ * failing with one error that names every bad field. Optional keys present with the value `undefined` are treated as
+ * absent. `prefix` is put before every path (for a peer's entry in a set).
+ */
+export const decodeOptions = <A>(
+  schema: Schema.ConstraintDecoder<A>,
+  input: unknown,
+  check?: (present: Record<string, unknown>) => ReadonlyArray<Issue>
+): Effect.Effect<A, CircuitBreakerConfigError> => {
+  const [decoded, issues] = decodeIssues(schema, input === undefined ? {} : input, "", check)
+  return issues.length === 0 ? Effect.succeed(decoded as A) : Effect.fail(configError(issues))
+}
+
+/** `decodeOptions` as data: the decoded value (when every issue is absent) and the issues, paths under `prefix`. */
+export const decodeIssues = <A>(
+  schema: Schema.ConstraintDecoder<A>,
+  input: unknown,
+  prefix: string,
+  check?: (present: Record<string, unknown>) => ReadonlyArray<Issue>
+): readonly [A | undefined, ReadonlyArray<Issue>] => {
+  const present = presentEntries(input, prefix === "" ? "options" : prefix.slice(0, -1))
+  if (isIssue(present)) return [undefined, [present]]
+  const issues: Array<Issue> = []
   const exit = Schema.decodeUnknownExit(schema)(present, { errors: "all", onExcessProperty: "error" })
-  if (Exit.isSuccess(exit)) return Effect.succeed(exit.value)
-  const error = exit.cause.reasons.find((reason) => reason._tag === "Fail")?.error
-  if (!Schema.isSchemaError(error)) return Effect.die(error)
-  const names: Array<string> = []
-  const lines: Array<string> = []
-  for (const issue of formatIssues(error.issue).issues) {
-    const name = (issue.path ?? []).map(String).join(".") || "options"
-    if (!names.includes(name)) names.push(name)
-    const message = issue.message === "Expected no excess property" ? "Unknown option" : issue.message
-    lines.push(`${name}: ${message}, got ${describe(present[name])}`)
+  if (Exit.isFailure(exit)) {
+    const error = exit.cause.reasons.find((reason) => reason._tag === "Fail")?.error
+    if (!Schema.isSchemaError(error)) throw error
+    for (const issue of formatIssues(error.issue).issues) {
+      const name = (issue.path ?? []).map(String).join(".")
+      const message = issue.message === "Expected no excess property" ? "Unknown option" : issue.message
+      issues.push({
+        path: name === "" ? prefix.slice(0, -1) || "options" : prefix + name,
+        message,
+        value: present[name]
+      })
+    }
   }
-  return Effect.fail(new CircuitBreakerConfigError({ fields: names, details: lines.join("\n") }))
+  if (check !== undefined) {
+    for (const issue of check(present)) issues.push({ ...issue, path: prefix + issue.path })
+  }
+  return [Exit.isSuccess(exit) && issues.length === 0 ? exit.value : undefined, issues]
+}
+
+// Structured options, checked by hand so that every error names its full path.
+
+const isWhole = (value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): value is number =>
+  typeof value === "number" && Number.isSafeInteger(value) && value >= min && value <= max
+
+const wholeIssue = (path: string, value: unknown, min: number, max?: number): Array<Issue> =>
+  isWhole(value, min, max)
+    ? []
+    : [{
+      path,
+      message: max === undefined ? `Expected an integer >= ${min}` : `Expected an integer from ${min} to ${max}`,
+      value
+    }]
+
+const durationIssue = (path: string, value: unknown): Array<Issue> =>
+  toPositiveDuration(value) === undefined ? [{ path, message: `Expected ${durationExpectation}`, value }] : []
+
+const thresholdIssue = (path: string, value: unknown): Array<Issue> =>
+  typeof value === "number" && value > 0 && value <= 1
+    ? []
+    : [{ path, message: "Expected a ratio greater than 0 and at most 1", value }]
+
+/** The most buckets a time window may have, and the most calls a count window may hold. */
+export const maxBuckets = 1_000
+export const maxCalls = 100_000
+
+/** The most probes a half-open circuit may run at once. */
+export const maxProbes = 1_000
+
+const policyExpectation = "Expected a policy built by Policy.window, consecutive, rate, slowCalls or any"
+
+const knownKeys: Record<string, ReadonlyArray<string>> = {
+  Window: ["_tag", "maxFailures", "window"],
+  Consecutive: ["_tag", "failures"],
+  Rate: ["_tag", "threshold", "minimumCalls", "window", "buckets", "calls"],
+  SlowCalls: ["_tag", "duration", "threshold", "minimumCalls", "window", "buckets", "calls"],
+  Any: ["_tag", "members"]
+}
+
+/** Checks a policy (plain tagged data: built by `Policy`, or decoded from JSON) and compiles it. */
+export const checkPolicy = (value: unknown, path: string, issues: Array<Issue>): Compiled | undefined => {
+  const tag = Predicate.isObject(value) && !Array.isArray(value) ? (value as { _tag?: unknown })._tag : undefined
+  if (typeof tag !== "string" || !(tag in knownKeys)) {
+    issues.push({ path, message: policyExpectation, value })
+    return undefined
+  }
+  const policy = value as Record<string, unknown>
+  const before = issues.length
+  for (const key of Object.keys(policy)) {
+    if (!knownKeys[tag]!.includes(key) && !key.startsWith("~") && policy[key] !== undefined) {
+      issues.push({ path: `${path}.${key}`, message: "Unknown option", value: policy[key] })
+    }
+  }
+  switch (tag) {
+    case "Window":
+      issues.push(...wholeIssue(`${path}.maxFailures`, policy.maxFailures, 0))
+      issues.push(...durationIssue(`${path}.window`, policy.window))
+      return issues.length > before ? undefined : {
+        _tag: "Window",
+        maxFailures: policy.maxFailures as number,
+        windowMillis: millis(policy.window)
+      }
+    case "Consecutive":
+      issues.push(...wholeIssue(`${path}.failures`, policy.failures, 1))
+      return issues.length > before ? undefined : { _tag: "Consecutive", failures: policy.failures as number }
+    case "Rate":
+    case "SlowCalls": {
+      if (tag === "SlowCalls") issues.push(...durationIssue(`${path}.duration`, policy.duration))
+      issues.push(...thresholdIssue(`${path}.threshold`, policy.threshold))
+      issues.push(...wholeIssue(`${path}.minimumCalls`, policy.minimumCalls, 1))
+      const window = checkRateWindow(policy, path, issues)
+      if (issues.length > before || window === undefined) return undefined
+      return {
+        _tag: tag,
+        threshold: policy.threshold as number,
+        minimumCalls: policy.minimumCalls as number,
+        window,
+        slowMillis: tag === "SlowCalls" ? millis(policy.duration) : Infinity
+      }
+    }
+    case "Any": {
+      const members = policy.members
+      if (!Array.isArray(members) || members.length === 0) {
+        issues.push({ path: `${path}.members`, message: "Expected at least one policy", value: members })
+        return undefined
+      }
+      const compiled = members.map((member, i) => checkPolicy(member, `${path}.members.${i}`, issues))
+      return issues.length > before ? undefined : { _tag: "Any", members: compiled as Array<Compiled> }
+    }
+  }
+  return undefined
+}
+
+const checkRateWindow = (
+  policy: Record<string, unknown>,
+  path: string,
+  issues: Array<Issue>
+): { readonly millis: number; readonly buckets: number } | { readonly calls: number } | undefined => {
+  if (policy.calls !== undefined) {
+    for (const key of ["window", "buckets"] as const) {
+      if (policy[key] !== undefined) {
+        issues.push({
+          path: `${path}.${key}`,
+          message: "A time window cannot be combined with a count window (calls): give one or the other",
+          value: policy[key]
+        })
+      }
+    }
+    const bad = wholeIssue(`${path}.calls`, policy.calls, 1, maxCalls)
+    issues.push(...bad)
+    if (bad.length > 0) return undefined
+    if (isWhole(policy.minimumCalls, 1) && policy.minimumCalls > (policy.calls as number)) {
+      issues.push({
+        path: `${path}.minimumCalls`,
+        message: `Expected at most calls (${policy.calls}): a window of ${policy.calls} calls never holds more`,
+        value: policy.minimumCalls
+      })
+      return undefined
+    }
+    return { calls: policy.calls as number }
+  }
+  const badWindow = durationIssue(`${path}.window`, policy.window)
+  const badBuckets = wholeIssue(`${path}.buckets`, policy.buckets, 1, maxBuckets)
+  issues.push(...badWindow, ...badBuckets)
+  if (badWindow.length > 0 || badBuckets.length > 0) return undefined
+  const windowMillis = millis(policy.window)
+  if (windowMillis / (policy.buckets as number) < 1) {
+    issues.push({
+      path: `${path}.buckets`,
+      message: `Expected buckets at least 1 ms wide: a window of ${windowMillis} ms holds at most ${
+        Math.floor(windowMillis)
+      } buckets`,
+      value: policy.buckets
+    })
+    return undefined
+  }
+  return { millis: windowMillis, buckets: policy.buckets as number }
+}
+
+const millis = (input: unknown): number => Duration.toMillis(toPositiveDuration(input)!)
+
+/** Checks the structured breaker options of `present`: the conflicts between names, `policy`, `openDuration`, `halfOpen`. */
+export const checkBreaker = (present: Record<string, unknown>): Array<Issue> => {
+  const issues: Array<Issue> = []
+  if (present.policy !== undefined) {
+    checkPolicy(present.policy, "policy", issues)
+    for (const shorthand of ["maxFailures", "window"] as const) {
+      if (present[shorthand] !== undefined) {
+        issues.push({
+          path: shorthand,
+          message: `Cannot be combined with policy: ${shorthand} is shorthand for Policy.window; give one or the other`,
+          value: present[shorthand]
+        })
+      }
+    }
+  }
+  if (present.openDuration !== undefined) {
+    if (!Schedule.isSchedule(present.openDuration)) {
+      issues.push(
+        ...durationIssue("openDuration", present.openDuration).map((issue) => ({
+          ...issue,
+          message: `${issue.message}, or a Schedule`
+        }))
+      )
+    }
+    if (present.resetTimeout !== undefined) {
+      issues.push({
+        path: "resetTimeout",
+        message: "Cannot be combined with openDuration: resetTimeout is a fixed openDuration; give one or the other",
+        value: present.resetTimeout
+      })
+    }
+  }
+  const fixed = present.openDuration ?? present.resetTimeout
+  if (fixed !== undefined && !Schedule.isSchedule(fixed) && present.maxOpenDuration !== undefined) {
+    const open = toPositiveDuration(fixed)
+    const max = toPositiveDuration(present.maxOpenDuration)
+    if (open !== undefined && max !== undefined && Duration.isGreaterThan(open, max)) {
+      issues.push({
+        path: "maxOpenDuration",
+        message: `Expected at least the fixed open duration (${Duration.format(open)}), which it would cut`,
+        value: present.maxOpenDuration
+      })
+    }
+  }
+  if (present.halfOpen !== undefined) issues.push(...checkHalfOpen(present.halfOpen))
+  return issues
+}
+
+const checkHalfOpen = (input: unknown): Array<Issue> => {
+  const present = presentEntries(input, "halfOpen")
+  if (isIssue(present)) return [present]
+  const issues: Array<Issue> = []
+  for (const key of Object.keys(present)) {
+    if (!["probes", "successThreshold", "probeTimeout"].includes(key)) {
+      issues.push({ path: `halfOpen.${key}`, message: "Unknown option", value: present[key] })
+    }
+  }
+  if (present.probes !== undefined) issues.push(...wholeIssue("halfOpen.probes", present.probes, 1, maxProbes))
+  if (present.successThreshold !== undefined) {
+    issues.push(...wholeIssue("halfOpen.successThreshold", present.successThreshold, 1))
+  }
+  if (present.probeTimeout !== undefined) issues.push(...durationIssue("halfOpen.probeTimeout", present.probeTimeout))
+  const probes = present.probes ?? 1
+  if (isWhole(probes, 1) && isWhole(present.successThreshold, 1) && present.successThreshold < probes) {
+    issues.push({
+      path: "halfOpen.probes",
+      message:
+        `Expected at most successThreshold (${present.successThreshold}): a probe slot beyond it is never needed`,
+      value: probes
+    })
+  }
+  return issues
+}
+
+/** The settings of one breaker: its options with defaults filled in, and what the machine and the shell need. */
+export interface Settings {
+  readonly options: ResolvedOptions
+  readonly limits: Limits
+  /** The durations of the openings when they are fixed (shared by every breaker). */
+  readonly fixedOpenings: Openings | undefined
+  /** Otherwise, the schedule of the openings, which each breaker steps. */
+  readonly schedule: Schedule.Schedule<unknown, number> | undefined
+  readonly maxOpenMillis: number
+  readonly observe: boolean
 }
 
 /**
- * Fills in the defaults of validated breaker options.
+ * Fills in the defaults of validated breaker options (see `checkBreaker`) and steps an `openDuration` schedule
+ * once, in `context`: one that yields no delay is a configuration error.
  */
-export const resolve = (options: Schema.Struct<typeof breakerFields>["Type"]): ResolvedOptions => ({
-  maxFailures: options.maxFailures ?? defaults.maxFailures,
-  window: options.window === undefined ? defaults.window : toPositiveDuration(options.window)!,
-  resetTimeout: options.resetTimeout === undefined ? defaults.resetTimeout : toPositiveDuration(options.resetTimeout)!,
-  isFailure: options.isFailure ?? defaults.isFailure,
-  metricPeerLabel: options.metricPeerLabel ?? defaults.metricPeerLabel
-})
+export const resolve = (
+  options: DecodedBreaker,
+  context: Context.Context<never>,
+  path = ""
+): Effect.Effect<Settings, CircuitBreakerConfigError> => {
+  const policy = (options.policy as Policy.Policy | undefined) ??
+    (options.maxFailures !== undefined || options.window !== undefined
+      ? Policy.window({
+        maxFailures: options.maxFailures ?? 3,
+        window: options.window === undefined ? "60 seconds" : toPositiveDuration(options.window)!
+      })
+      : defaults.policy)
+  const compiled = checkPolicy(policy, `${path}policy`, [])!
+  const openInput = (options.openDuration ?? options.resetTimeout) as
+    | Duration.Input
+    | Schedule.Schedule<unknown, number>
+    | undefined
+  const openDuration = openInput === undefined
+    ? defaults.openDuration
+    : Schedule.isSchedule(openInput)
+    ? openInput
+    : toPositiveDuration(openInput)!
+  const maxOpenDuration = options.maxOpenDuration !== undefined
+    ? toPositiveDuration(options.maxOpenDuration)!
+    : Duration.isDuration(openDuration)
+    ? Duration.max(openDuration, defaults.maxOpenDuration)
+    : defaults.maxOpenDuration
+  const halfOpen = (options.halfOpen ?? {}) as HalfOpenOptions
+  const probes = halfOpen.probes ?? defaults.halfOpen.probes
+  const resolved: ResolvedOptions = {
+    policy,
+    openDuration,
+    maxOpenDuration,
+    halfOpen: {
+      probes,
+      successThreshold: halfOpen.successThreshold ?? probes,
+      probeTimeout: halfOpen.probeTimeout === undefined ? undefined : toPositiveDuration(halfOpen.probeTimeout)!
+    },
+    mode: options.mode ?? defaults.mode,
+    isFailure: options.isFailure ?? defaults.isFailure,
+    metricPeerLabel: options.metricPeerLabel ?? defaults.metricPeerLabel
+  }
+  const maxOpenMillis = Duration.toMillis(maxOpenDuration)
+  const settings: Settings = {
+    options: resolved,
+    limits: {
+      tracker: compile(compiled),
+      probes,
+      successThreshold: resolved.halfOpen.successThreshold,
+      probeTimeoutMillis: resolved.halfOpen.probeTimeout === undefined
+        ? undefined
+        : Duration.toMillis(resolved.halfOpen.probeTimeout),
+      pollMillis: 0
+    },
+    fixedOpenings: Duration.isDuration(openDuration) ? fixedOpenings(Duration.toMillis(openDuration)) : undefined,
+    schedule: Duration.isDuration(openDuration) ? undefined : openDuration,
+    maxOpenMillis,
+    observe: resolved.mode === "observe"
+  }
+  if (settings.schedule === undefined) {
+    return Effect.succeed({ ...settings, limits: { ...settings.limits, pollMillis: settings.fixedOpenings!.delay(1) } })
+  }
+  const first = firstDelay(settings.schedule, context)
+  if (typeof first === "string") {
+    return Effect.fail(configError([{ path: `${path}openDuration`, message: first, value: settings.schedule }]))
+  }
+  return Effect.succeed({ ...settings, limits: { ...settings.limits, pollMillis: Math.min(first, maxOpenMillis) } })
+}
 
 /**
  * Converts a positive `Duration.Input` that has already passed validation.
  */
 export const positiveDuration = (input: Duration.Input): Duration.Duration => toPositiveDuration(input)!
-
-/** The state machine's view of resolved options: every duration in milliseconds. */
-export const toLimits = (options: ResolvedOptions): Limits => ({
-  maxFailures: options.maxFailures,
-  windowMillis: Duration.toMillis(options.window),
-  resetTimeoutMillis: Duration.toMillis(options.resetTimeout)
-})
 
 /** The environment variables `layerConfig` reads, by option, in the order they are reported. */
 export const environmentVariables = {

@@ -3,10 +3,12 @@
  * `changes` stream and a log line.
  */
 import type * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
 import * as PubSub from "effect/PubSub"
 import type { Reason, StateTag } from "../CircuitStateChange.ts"
+import type * as Policy from "../Policy.ts"
 import type { Breaker } from "./breaker.ts"
 import { displayMillis, displayPeer } from "./display.ts"
 import type * as machine from "./machine.ts"
@@ -22,30 +24,74 @@ export const annotateSpan = (fiber: Fiber.Fiber<unknown, unknown>, peer: string,
   }
 }
 
-const transitionLog = (breaker: Breaker, reason: Reason): Effect.Effect<void> => {
-  const { limits } = breaker.shared
-  const rejecting = `rejecting calls for ${displayMillis(limits.resetTimeoutMillis)}`
+const millisOf = (input: unknown): number => Duration.toMillis(Duration.fromInputUnsafe(input as Duration.Input))
+
+const percent = (ratio: number): string => `${Math.round(ratio * 10_000) / 100}%`
+
+const rateWindowText = (policy: Policy.Rate | Policy.SlowCalls): string =>
+  policy.calls !== undefined
+    ? `of the last ${policy.calls} calls`
+    : `of at least ${policy.minimumCalls} calls within ${displayMillis(millisOf(policy.window))}`
+
+/** What the policy member behind `reason` says, as the end of "Circuit opened…". */
+const tripText = (policy: Policy.Policy, reason: machine.OpenReason): string | undefined => {
+  switch (policy._tag) {
+    case "Any": {
+      for (const member of policy.members) {
+        const text = tripText(member, reason)
+        if (text !== undefined) return text
+      }
+      return undefined
+    }
+    case "Window":
+      if (reason !== "window") return undefined
+      return policy.maxFailures === 0
+        ? " on the first failure"
+        : `: more than ${policy.maxFailures} failures within ${displayMillis(millisOf(policy.window))}`
+    case "Consecutive":
+      if (reason !== "consecutive") return undefined
+      return policy.failures === 1 ? " on the first failure" : `: ${policy.failures} consecutive failures`
+    case "Rate":
+      return reason === "rate"
+        ? `: failures reached ${percent(policy.threshold)} ${rateWindowText(policy)}`
+        : undefined
+    case "SlowCalls":
+      return reason === "slow-calls"
+        ? `: calls taking ${displayMillis(millisOf(policy.duration))} or longer reached ${percent(policy.threshold)} ${
+          rateWindowText(policy)
+        }`
+        : undefined
+  }
+}
+
+const transitionLog = (breaker: Breaker, to: machine.State, reason: Reason): Effect.Effect<void> => {
+  const settings = breaker.settings
+  const opening = to._tag === "Open" ? to.opening : 0
+  const rejecting = `${settings.observe ? "observe mode: would reject" : "rejecting"} calls for ${
+    displayMillis(to._tag === "Open" ? to.openMillis : 0)
+  }${opening > 1 ? ` (opening ${opening})` : ""}`
   switch (reason) {
-    case "failures":
-      return Effect.logWarning(
-        limits.maxFailures === 0
-          ? `Circuit opened on the first failure; ${rejecting}`
-          : `Circuit opened: more than ${limits.maxFailures} failures within ${
-            displayMillis(limits.windowMillis)
-          }; ${rejecting}`
-      )
+    case "window":
+    case "consecutive":
+    case "rate":
+    case "slow-calls":
+      return Effect.logWarning(`Circuit opened${tripText(settings.options.policy, reason) ?? ""}; ${rejecting}`)
     case "probe":
-      return Effect.logDebug("Circuit half-open: letting one probe through")
-    case "probe-succeeded":
-      return Effect.logInfo("Circuit closed: the probe succeeded")
-    case "probe-failed":
-      return Effect.logWarning(`Circuit re-opened: the probe failed; ${rejecting}`)
-    case "probe-timeout":
-      return Effect.logWarning(
-        `Circuit re-opened: the probe was still running when its ${
-          displayMillis(limits.resetTimeoutMillis)
-        } lease ended; ${rejecting}`
+      return Effect.logDebug(
+        settings.limits.probes === 1
+          ? "Circuit half-open: letting one probe through"
+          : `Circuit half-open: letting up to ${settings.limits.probes} probes through`
       )
+    case "probe-succeeded":
+      return Effect.logInfo(
+        settings.limits.successThreshold === 1
+          ? "Circuit closed: the probe succeeded"
+          : `Circuit closed: ${settings.limits.successThreshold} probes succeeded`
+      )
+    case "probe-failed":
+      return Effect.logWarning(`Circuit re-opened: a probe failed; ${rejecting}`)
+    case "probe-timeout":
+      return Effect.logWarning(`Circuit re-opened: a probe was still running when its lease ended; ${rejecting}`)
     case "reset":
       return Effect.logInfo("Circuit reset by an operator")
     case "isolated":
@@ -72,12 +118,15 @@ export const reportChange = (
 ): Effect.Effect<void> => {
   const fromTag = tagOf(from)
   const toTag = tagOf(to)
-  breaker.series.transition(fromTag, toTag)
+  const opening = to._tag === "Open" || to._tag === "HalfOpen" ? to.opening : 0
+  breaker.series.transition(fromTag, toTag, reason, opening)
   // Reporting must never fail the call it runs in: a logger that breaks is its own problem, not the peer's.
-  const log = Effect.ignoreCause(Effect.annotateLogs(transitionLog(breaker, reason), "peer", displayPeer(breaker.name)))
+  const log = Effect.ignoreCause(
+    Effect.annotateLogs(transitionLog(breaker, to, reason), "peer", displayPeer(breaker.name))
+  )
   const changes = breaker.shared.changes
   if (changes === undefined) return log
-  const change = { peer: breaker.name, from: fromTag, to: toTag, at: clock.currentTimeMillisUnsafe(), reason }
+  const change = { peer: breaker.name, from: fromTag, to: toTag, at: clock.currentTimeMillisUnsafe(), reason, opening }
   // The synchronous path fails only when a subscriber's buffer is full; `publish` then drops that subscriber's
   // oldest change (the pubsub slides) without ever waiting.
   return PubSub.publishUnsafe(changes, change) ? log : Effect.andThen(PubSub.publish(changes, change), log)

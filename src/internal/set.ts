@@ -88,14 +88,21 @@ export class SetService implements Service {
       }
     })
     this.changes = Stream.fromPubSub(changes)
-    this.options = { ...shared.options, idleTimeToLive, metricRetention }
+    this.options = {
+      ...shared.settings.options,
+      idleTimeToLive,
+      metricRetention,
+      peers: Object.fromEntries([...shared.peers].map(([peer, settings]) => [peer, settings.options]))
+    }
   }
 
   readonly withBreaker: Service["withBreaker"] = (peer) =>
     typeof peer === "string" ? (self) => guardPeer(this.registry, peer, self) : () => invalidPeer(peer)
 
   readonly state: Service["state"] = (peer) =>
-    typeof peer === "string" ? readState(this.registry.get(peer)?.state, this.#shared.limits) : invalidPeer(peer)
+    typeof peer === "string"
+      ? readState(this.registry.get(peer)?.state, (this.#shared.peers.get(peer) ?? this.#shared.settings).limits)
+      : invalidPeer(peer)
 
   readonly snapshot: Service["snapshot"] = Effect.clockWith((clock) =>
     Effect.sync(() => {
@@ -103,7 +110,7 @@ export class SetService implements Service {
       const at = clock.currentTimeMillisUnsafe()
       const peers: Array<PeerSnapshot> = []
       for (const [peer, breaker] of this.registry.entries(now)) {
-        const state = toCircuitState(Ref.getUnsafe(breaker.state), now, at, this.#shared.limits)
+        const state = toCircuitState(Ref.getUnsafe(breaker.state), now, at, breaker.settings.limits)
         peers.push(toPeerSnapshot(peer, state, at))
       }
       return { at, peers }

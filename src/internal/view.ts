@@ -21,43 +21,87 @@ export const toCircuitState = (
   wallNow: number,
   limits: machine.Limits
 ): CircuitState => {
-  const state = machine.expireProbe(stored, now, { currentTimeMillisUnsafe: () => wallNow }, limits)
+  const state = machine.expireProbe(stored, now, { currentTimeMillisUnsafe: () => wallNow })
   switch (state._tag) {
-    case "Closed":
-      return { _tag: "Closed", failures: machine.failuresInWindow(state, now, limits) }
+    case "Closed": {
+      const figures = machine.figures(state, now, limits)
+      return {
+        _tag: "Closed",
+        failures: figures.failures,
+        ...(figures.calls === undefined ? {} : { calls: figures.calls }),
+        ...(figures.slowCalls === undefined ? {} : { slowCalls: figures.slowCalls })
+      }
+    }
     case "Open": {
-      const remaining = limits.resetTimeoutMillis - (now - state.openedAt)
+      const remaining = state.openMillis - (now - state.openedAt)
       return remaining > 0
-        ? open(state.openedAtWall, wallNow, remaining, false)
-        : { _tag: "HalfOpen", openedAt: state.openedAtWall, probeInFlight: false, retryAfter: Duration.zero }
+        ? {
+          _tag: "Open",
+          openedAt: state.openedAtWall,
+          probeAt: wallNow + remaining,
+          retryAfter: Duration.millis(remaining),
+          isolated: false,
+          opening: state.opening,
+          reason: state.reason
+        }
+        : halfOpen(state.openedAtWall, state.opening, state.reason, 0, 0, 0)
     }
     case "Isolated":
-      return open(state.openedAtWall, wallNow, limits.resetTimeoutMillis, true)
-    case "HalfOpen":
-      return state.probeInFlight
-        ? {
-          _tag: "HalfOpen",
-          openedAt: state.openedAtWall,
-          probeInFlight: true,
-          retryAfter: Duration.millis(machine.leaseEnd(state, limits) - now)
-        }
-        : { _tag: "HalfOpen", openedAt: state.openedAtWall, probeInFlight: false, retryAfter: Duration.zero }
+      return {
+        _tag: "Open",
+        openedAt: state.openedAtWall,
+        probeAt: wallNow + limits.pollMillis,
+        retryAfter: Duration.millis(limits.pollMillis),
+        isolated: true,
+        opening: 0,
+        reason: "isolated"
+      }
+    case "HalfOpen": {
+      const [admission] = machine.admit(state, now, limits, noOpenings)
+      return halfOpen(
+        state.openedAtWall,
+        state.opening,
+        state.reason,
+        state.probes.length,
+        state.successes,
+        typeof admission === "number" ? 0 : admission.retryAfterMillis
+      )
+    }
   }
 }
 
-const open = (openedAt: number, wallNow: number, remaining: number, isolated: boolean): CircuitState => ({
-  _tag: "Open",
+/** A half-open state never asks for a delay when admitting (it asks only on entry): reads can pass this. */
+const noOpenings: machine.Openings = { delay: () => NaN }
+
+const halfOpen = (
+  openedAt: number,
+  opening: number,
+  reason: machine.OpenReason,
+  probesInFlight: number,
+  successes: number,
+  retryAfterMillis: number
+): CircuitState => ({
+  _tag: "HalfOpen",
   openedAt,
-  probeAt: wallNow + remaining,
-  retryAfter: Duration.millis(remaining),
-  isolated
+  probeInFlight: probesInFlight > 0,
+  probesInFlight,
+  successes,
+  retryAfter: Duration.millis(retryAfterMillis),
+  opening,
+  reason
 })
 
 /** A peer's entry in a snapshot taken at wall-clock time `wallNow`. */
 export const toPeerSnapshot = (peer: string, state: CircuitState, wallNow: number): PeerSnapshot => {
   switch (state._tag) {
     case "Closed":
-      return { peer, state: "Closed", failures: state.failures }
+      return {
+        peer,
+        state: "Closed",
+        failures: state.failures,
+        ...(state.calls === undefined ? {} : { calls: state.calls }),
+        ...(state.slowCalls === undefined ? {} : { slowCalls: state.slowCalls })
+      }
     case "Open":
       return {
         peer,
@@ -65,7 +109,9 @@ export const toPeerSnapshot = (peer: string, state: CircuitState, wallNow: numbe
         failures: 0,
         openedAt: state.openedAt,
         probeAt: state.probeAt,
-        isolated: state.isolated
+        isolated: state.isolated,
+        opening: state.opening,
+        reason: state.reason
       }
     case "HalfOpen":
       return {
@@ -73,7 +119,11 @@ export const toPeerSnapshot = (peer: string, state: CircuitState, wallNow: numbe
         state: "HalfOpen",
         failures: 0,
         openedAt: state.openedAt,
-        probeAt: wallNow + Duration.toMillis(state.retryAfter)
+        probeAt: wallNow + Duration.toMillis(state.retryAfter),
+        opening: state.opening,
+        reason: state.reason,
+        probesInFlight: state.probesInFlight,
+        successes: state.successes
       }
   }
 }

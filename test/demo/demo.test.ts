@@ -5,6 +5,9 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
+import { execFile } from "node:child_process"
+import * as path from "node:path"
+import { breakerFor, parseArgs, policies } from "../../demo/cli.ts"
 import { type Phase, requestsWhileOpen, runDemo } from "../../demo/demo.ts"
 
 const phases: ReadonlyArray<Phase> = [
@@ -130,5 +133,103 @@ describe("npm run demo, with a shortened script", () => {
       for (const call of calls.filter((call) => call.startedAt > last.at)) {
         assert.include(["ok", "not-found"], call.outcome)
       }
+    }), 20_000)
+})
+
+// After the shortened run, not beside it: two real-time runs at once would slow each other's calls past their timeout.
+describe("npm run demo -- --policy rate", { concurrent: false }, () => {
+  // Long enough a failing phase for the rate to reach its minimum of calls and its threshold, at 40 calls a second.
+  const ratePhases: ReadonlyArray<Phase> = [
+    { name: "healthy", durationMs: 500 },
+    { name: "failing", durationMs: 2000 },
+    { name: "recovering", durationMs: 1000 }
+  ]
+  const rate = policies.rate
+
+  it("the flag picks the policy; a bad value names the flag", () => {
+    assert.deepStrictEqual(parseArgs([]), { _tag: "Run", policy: "window" })
+    assert.deepStrictEqual(parseArgs(["--policy", "rate"]), { _tag: "Run", policy: "rate" })
+    assert.deepStrictEqual(parseArgs(["--policy=slow-calls"]), { _tag: "Run", policy: "slow-calls" })
+    assert.strictEqual(breakerFor("rate").policy, rate)
+    for (const args of [["--policy", "fast"], ["--policy"], ["--policy="], ["--polcy", "rate"]]) {
+      const command = parseArgs(args)
+      assert.strictEqual(command._tag, "Invalid", args.join(" "))
+      if (command._tag === "Invalid") assert.include(command.message, "--pol", args.join(" "))
+    }
+  })
+
+  it.live("the program runs to its end, and the rate policy opens the circuit", () =>
+    Effect.gen(function*() {
+      const command = parseArgs(["--policy", "rate"])
+      assert.strictEqual(command._tag, "Run")
+      if (command._tag !== "Run") return
+      const written: Array<string> = []
+      const result = yield* runDemo({
+        phases: ratePhases,
+        rate: 40,
+        output: { isTTY: false, write: (text) => written.push(text) },
+        timeoutMs: 250,
+        slowMs: 700,
+        breaker: { ...breakerFor(command.policy), resetTimeout: "400 millis" }
+      })
+      const text = written.join("")
+      const { calls, changes, failingAt, recoveringAt, requests } = result
+
+      // The header names the policy, and the run printed its summary and metrics to the end.
+      assert.include(text, "breaker policy: rate: failures reach 50% of the calls within 2s, once there are 20\n")
+      for (const line of result.summary) assert.include(text, `${line}\n`)
+      assert.include(text, "# TYPE circuit_breaker_calls_total counter")
+      assert.include(
+        text,
+        `circuit_breaker_transitions_total{peer="inventory-api",from="Closed",to="Open",reason="rate"}`
+      )
+      assert.strictEqual(result.callsSent, requests.length + result.rejected)
+      assert.strictEqual(result.metrics.transitions, changes.length)
+      assert.strictEqual(requestsWhileOpen(changes, calls, requests), 0)
+
+      // It opened on the rate, while the peer failed: each opening from Closed came after at least minimumCalls
+      // calls since the last closing (the policy forgets its calls on every change), failures at least half of them.
+      const openings = changes.filter((change) => change.from === "Closed")
+      assert.isAbove(openings.length, 0)
+      for (const [i, change] of changes.entries()) {
+        if (change.from !== "Closed") continue
+        assert.strictEqual(change.reason, "rate")
+        assert.include(text, ` circuit Closed -> Open (rate)`)
+        assert.isAtLeast(change.at, failingAt!)
+        assert.isBelow(change.at, recoveringAt!)
+        const since = changes.slice(0, i).filter((earlier) => earlier.to === "Closed").pop()?.at ?? 0
+        const ended = calls.filter((call) =>
+          call.outcome !== "rejected" && call.endedAt! >= since && call.endedAt! <= change.at + 50
+        )
+        const failed = ended.filter((call) => isFailure(call.outcome))
+        assert.isAtLeast(ended.length, rate.minimumCalls)
+        assert.isAtLeast(failed.length, rate.minimumCalls * rate.threshold)
+      }
+      // And it closed again once the peer recovered.
+      const last = changes[changes.length - 1]!
+      assert.strictEqual(last.to, "Closed")
+      assert.isAtLeast(last.at, recoveringAt!)
+    }), 20_000)
+
+  it.live("a bad value stops it before it starts, naming the flag, with exit code 2", () =>
+    Effect.gen(function*() {
+      const root = path.resolve(import.meta.dirname, "..", "..")
+      const { code, stderr, stdout } = yield* Effect.callback<
+        { code: number | string | null; stdout: string; stderr: string }
+      >((resume, signal) => {
+        execFile(
+          process.execPath,
+          ["demo/main.ts", "--policy", "fastest"],
+          { cwd: root, signal, timeout: 15_000 },
+          (error, stdout, stderr) => {
+            const code = error === null ? 0 : typeof error.code === "number" ? error.code : error.signal ?? null
+            resume(Effect.succeed({ code, stdout, stderr }))
+          }
+        )
+      })
+      assert.strictEqual(code, 2, stderr)
+      assert.include(stderr, "--policy: unknown policy \"fastest\"")
+      assert.include(stderr, "window, consecutive, rate, slow-calls")
+      assert.strictEqual(stdout, "")
     }), 20_000)
 })

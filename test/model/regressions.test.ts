@@ -1,10 +1,13 @@
 /**
  * Minimal cases found by the model-based test (`CircuitBreakerSet.model.test.ts`), pinned one by one.
+ *
+ * The tests under "bugs of src found by the model" are sequences on which the engine once disagreed with the
+ * specification (issue 10, `policies.md` §3–§4), kept so that the bugs stay fixed.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
-import { CircuitBreakerSet } from "../../src/index.ts"
+import { CircuitBreakerSet, Policy } from "../../src/index.ts"
 import type { CircuitState } from "../../src/index.ts"
 import { collect, expectRejection } from "../utils.ts"
 
@@ -31,19 +34,26 @@ const lateProbeDecidesNothing = (end: Effect.Effect<void, string>) =>
     )
     yield* Deferred.await(started) // the probe, admitted at t = 1 s: its lease ends at t = 2 s
     yield* TestClock.adjust("1 second")
-    // The lease ended with the probe still running: it failed, and the circuit reopened then for a whole resetTimeout.
-    const expired = { _tag: "Open", openedAt: 2_000, probeAt: 3_000, retryAfter: 1_000, isolated: false }
+    // The lease ended with the probe still running: it failed, and the circuit reopened then, as the next opening.
+    const expired = {
+      _tag: "Open",
+      openedAt: 2_000,
+      probeAt: 3_000,
+      retryAfter: 1_000,
+      isolated: false,
+      opening: 2,
+      reason: "probe-timeout"
+    }
     assert.deepStrictEqual(inMillis(yield* set.state("p")), expired)
     const error = yield* expectRejection(Fiber.join(probe))
     assert.strictEqual(Duration.toMillis(error.retryAfter), 1_000)
     assert.deepStrictEqual(
-      Array.from(yield* Fiber.join(changes), (c) => [c.from, c.to, c.at, c.reason]),
-      [["Closed", "Open", 0, "failures"], ["Open", "HalfOpen", 1_000, "probe"], [
-        "HalfOpen",
-        "Open",
-        2_000,
-        "probe-timeout"
-      ]]
+      Array.from(yield* Fiber.join(changes), (c) => [c.from, c.to, c.at, c.reason, c.opening]),
+      [
+        ["Closed", "Open", 0, "window", 1],
+        ["Open", "HalfOpen", 1_000, "probe", 1],
+        ["HalfOpen", "Open", 2_000, "probe-timeout", 2]
+      ]
     )
     // The probe's result comes too late: it decides nothing further (no close, no reopen at the time it ended).
     yield* TestClock.adjust("500 millis")
@@ -56,11 +66,111 @@ const lateProbeDecidesNothing = (end: Effect.Effect<void, string>) =>
 describe("found by the model-based test: a probe that outlives its lease has failed", () => {
   // The rule of the probe's lease in CircuitBreakerSet.recovery.test.ts. Found by the model (under the earlier rule,
   // where an expired probe only lost its slot): the breaker applied the result of a probe whose lease had ended (it
-  // closed or reopened the circuit). Now the lease's end itself reopens the circuit, and the late result decides
-  // nothing further.
+  // closed or reopened the circuit). Now the lease's end itself reopens the circuit, as opening n + 1 with reason
+  // "probe-timeout", and the late result decides nothing further.
   it.effect("a probe that ends successfully after its lease ended decides nothing: the lease's end reopened", () =>
     lateProbeDecidesNothing(Effect.void))
 
   it.effect("a probe that fails after its lease ended decides nothing: the lease's end reopened", () =>
     lateProbeDecidesNothing(Effect.fail("down")))
+})
+
+/** Runs `body` as a call to `peer` that takes `millis` of test-clock time, and gives its exit. */
+const callTaking = <A>(peer: string, millis: number, body: Effect.Effect<A, string>) =>
+  Effect.gen(function*() {
+    const set = yield* CircuitBreakerSet
+    const started = yield* Deferred.make<void>()
+    const call = yield* Effect.forkChild(
+      set.withBreaker(peer)(
+        Deferred.succeed(started, undefined).pipe(Effect.andThen(Effect.sleep(millis)), Effect.andThen(body))
+      ),
+      { startImmediately: true }
+    )
+    yield* Deferred.await(started)
+    yield* TestClock.adjust(millis)
+    return yield* Fiber.await(call)
+  })
+
+describe("bugs of src found by the model-based test, fixed", () => {
+  it.effect("reset empties a count window: successes recorded before it do not count after it", () =>
+    // P3: closing by reset starts from empty state; reset "closes the circuit and empties its window". The engine's
+    // reset skips a circuit it judges idle, and a count window holding successes only is judged idle (it is, for
+    // dropping an idle breaker: documented), so the successes stay, no change is published, and they count after.
+    Effect.gen(function*() {
+      const set = yield* CircuitBreakerSet
+      const changes = yield* collect(set.changes, 1)
+      yield* set.withBreaker("p")(Effect.void)
+      assert.deepStrictEqual(yield* set.state("p"), { _tag: "Closed", failures: 0, calls: 1 })
+      yield* set.reset("p")
+      assert.deepStrictEqual(yield* set.state("p"), { _tag: "Closed", failures: 0, calls: 0 })
+      assert.deepStrictEqual(
+        Array.from(yield* Fiber.join(changes), (c) => [c.from, c.to, c.reason, c.opening]),
+        [["Closed", "Closed", "reset", 0]]
+      )
+      // One failure in a window of one call: below minimumCalls (2), so still closed.
+      yield* Effect.exit(set.withBreaker("p")(Effect.fail("down")))
+      assert.deepStrictEqual(yield* set.state("p"), { _tag: "Closed", failures: 1, calls: 1 })
+    }).pipe(
+      Effect.provide(CircuitBreakerSet.layer({ policy: Policy.rate({ threshold: 0.5, minimumCalls: 2, calls: 10 }) }))
+    ))
+
+  it.effect("Policy.any of two slowCalls: each member judges a call slow by its own duration", () =>
+    // §3.2 slowCalls: slow iff duration ≥ the member's `duration`; P4: every member records every outcome. The engine
+    // computes one slow flag with the shortest duration of all members (`slowMillis` of the `any` tracker) and gives
+    // it to every member, so a 1 s call is slow for a member whose duration is 3 s, which trips on it.
+    Effect.gen(function*() {
+      const set = yield* CircuitBreakerSet
+      const exit = yield* callTaking("p", 1_000, Effect.succeed("ok"))
+      assert.isTrue(exit._tag === "Success")
+      // Figures from the first member: one call, not slow for it. The second saw one slow call of two needed.
+      assert.deepStrictEqual(yield* set.state("p"), { _tag: "Closed", failures: 0, calls: 1, slowCalls: 0 })
+    }).pipe(Effect.provide(CircuitBreakerSet.layer({
+      policy: Policy.any(
+        Policy.slowCalls({ duration: "3 seconds", threshold: 0.5, minimumCalls: 1, calls: 10 }),
+        Policy.slowCalls({ duration: "500 millis", threshold: 0.5, minimumCalls: 2, calls: 10 })
+      )
+    }))))
+
+  it.effect("observe mode: a probe whose call ends at the very instant its lease ends gives its caller its result", () =>
+    // Observe mode admits every call and never fails one with CircuitOpenError. A probe whose call ends at its
+    // lease's end has failed (the circuit reopens then, as in enforce mode), but its caller must get the call's
+    // result. The engine's lease watcher finds the call ended but not recorded (past its lease) and fails the caller
+    // with CircuitOpenError; one instant later (the call still running when the lease ends) it would wait for it.
+    Effect.gen(function*() {
+      const set = yield* CircuitBreakerSet
+      yield* Effect.exit(set.withBreaker("p")(Effect.fail("down"))) // opens at t = 0 for 1 s
+      yield* TestClock.adjust("1 second")
+      const exit = yield* callTaking("p", 1_000, Effect.succeed("ok")) // the probe; its lease ends at t = 2 s
+      assert.deepStrictEqual(exit._tag === "Success" ? exit.value : String(exit), "ok")
+      const state = yield* set.state("p")
+      assert.deepStrictEqual([
+        state._tag,
+        state._tag === "Open" && state.reason,
+        state._tag === "Open" && state.opening
+      ], [
+        "Open",
+        "probe-timeout",
+        2
+      ])
+    }).pipe(Effect.provide(CircuitBreakerSet.layer({
+      policy: Policy.consecutive(1),
+      openDuration: "1 second",
+      mode: "observe"
+    }))))
+
+  it.effect("a time window forgets an outcome at (⌊t / w⌋ + buckets) · w exactly, when w is not a whole number", () =>
+    // §3.2 rate, time window: the bucket of an outcome at t is ⌊t / w⌋, w = window / buckets; an outcome is forgotten
+    // at (⌊t / w⌋ + B) · w. With a window of 10 s in 7 buckets, w = 1428.57… ms and t = 10 s is exactly 7 · w: the
+    // outcome of t = 0 is forgotten then. The engine computes Math.floor(10000 / (10000 / 7)) = 6 (floating point), so
+    // it keeps that outcome for one more bucket, and the second failure opens the circuit on 2 / 2 calls.
+    Effect.gen(function*() {
+      const set = yield* CircuitBreakerSet
+      yield* Effect.exit(set.withBreaker("p")(Effect.fail("down")))
+      yield* TestClock.adjust("10 seconds")
+      assert.deepStrictEqual(yield* set.state("p"), { _tag: "Closed", failures: 0, calls: 0 })
+      yield* Effect.exit(set.withBreaker("p")(Effect.fail("down")))
+      assert.deepStrictEqual(yield* set.state("p"), { _tag: "Closed", failures: 1, calls: 1 })
+    }).pipe(Effect.provide(CircuitBreakerSet.layer({
+      policy: Policy.rate({ threshold: 0.5, minimumCalls: 2, window: "10 seconds", buckets: 7 })
+    }))))
 })

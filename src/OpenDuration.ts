@@ -1,0 +1,49 @@
+/**
+ * How long a circuit stays open, as a schedule of openings: the `openDuration` option takes a fixed duration or a
+ * `Schedule` whose input is the opening number (1 for the first opening after a healthy period, 2 after a failed
+ * probe, …).
+ *
+ * @since 0.2.0
+ */
+import type * as Duration from "effect/Duration"
+import * as Schedule from "effect/Schedule"
+
+/**
+ * An exponential backoff of openings: `base`, `base × factor`, `base × factor²`, … capped at `max`, then jittered.
+ *
+ * **Details**
+ *
+ * The cap is applied first and the jitter after it (each delay multiplied by a uniform factor in [0.8, 1.2], drawn
+ * from Effect's `Random`), so openings at the cap stay spread instead of re-synchronising a fleet of replicas on
+ * exactly `max`. `factor` defaults to 2 and `jitter` to `true`.
+ *
+ * The n-th opening counts up while a peer keeps failing its probes, and also when it fails again within as long as
+ * its last opening lasted after a close; a circuit that stays closed that long starts again from `base`.
+ *
+ * **Gotchas**
+ *
+ * With jitter, an opening may last up to `1.2 × max`; keep the breaker's `maxOpenDuration` (1 hour by default)
+ * above it, or it is cut there.
+ *
+ * **Example** (1 s, 2 s, 4 s … up to 30 s)
+ *
+ * ```ts
+ * import { CircuitBreakerSet, OpenDuration } from "effect-circuit"
+ *
+ * const layer = CircuitBreakerSet.layer({
+ *   openDuration: OpenDuration.exponential({ base: "1 second", max: "30 seconds" })
+ * })
+ * ```
+ *
+ * @category constructors
+ * @since 0.2.0
+ */
+export const exponential = (options: {
+  readonly base: Duration.Input
+  readonly max: Duration.Input
+  readonly factor?: number | undefined
+  readonly jitter?: boolean | undefined
+}): Schedule.Schedule<Duration.Duration, unknown> => {
+  const capped = Schedule.min([Schedule.exponential(options.base, options.factor ?? 2), Schedule.spaced(options.max)])
+  return options.jitter === false ? capped : Schedule.jittered(capped)
+}
