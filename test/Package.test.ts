@@ -80,7 +80,7 @@ describe("the built package", () => {
     assert.deepStrictEqual(result.single, ["isCircuitBreaker", "make", "state", "withBreaker"])
     assert.deepStrictEqual(result.state, ["isClosed", "isHalfOpen", "isOpen"])
     assert.deepStrictEqual(result.metrics, ["calls", "opening", "probes", "state", "transitions"])
-    assert.strictEqual(result.version, "0.1.0")
+    assert.strictEqual(result.version, "0.2.0")
     assert.isFalse(result.internal)
     assert.deepStrictEqual(result.unlisted, [])
     assert.deepStrictEqual(result.options, ["defaults"])

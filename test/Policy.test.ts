@@ -849,6 +849,36 @@ describe("a wall clock stepped by an hour changes no bucket, window or opening, 
   }
 
   for (const direction of ["back", "forward"] as const) {
+    it.effect(`a probe's lease is monotonic across a step ${direction}`, () =>
+      withWallSteps(direction, (step) =>
+        Effect.gen(function*() {
+          yield* advanceTo(2 * hour)
+          yield* Effect.exit(failing.pipe(withBreaker("p"))) // consecutive(1): opens for 10 s
+          yield* TestClock.adjust("10 seconds")
+          const gate = yield* Deferred.make<string>()
+          const probe = yield* forkAdmitted(Deferred.await(gate), withBreaker("p"))
+          yield* step
+          // The lease (10 s, the opening before) runs on the monotonic clock: the step neither ends nor extends it.
+          yield* TestClock.adjust(Duration.millis(9_999))
+          const running = yield* state("p")
+          assert.isTrue(running._tag === "HalfOpen" && running.probesInFlight === 1, JSON.stringify(running))
+          yield* step
+          yield* TestClock.adjust(Duration.millis(1))
+          yield* assertOpen("p", "probe-timeout", 2, 10_000)
+          if (direction === "forward") {
+            // Sleeps follow the test clock here, so the probe's caller was released at the lease's end.
+            const exit = yield* Fiber.await(probe)
+            assert.isTrue(
+              exit._tag === "Failure" &&
+                exit.cause.reasons.some((reason) => reason._tag === "Fail" && reason.error instanceof CircuitOpenError),
+              String(exit)
+            )
+          }
+          // Late, its result decides nothing.
+          yield* Deferred.succeed(gate, "late")
+          yield* assertOpen("p", "probe-timeout", 2)
+        })).pipe(withSet({ policy: Policy.consecutive(1) })))
+
     it.effect(`slowCalls: a call's duration is monotonic across a step ${direction}`, () =>
       withWallSteps(direction, (step) =>
         Effect.gen(function*() {
