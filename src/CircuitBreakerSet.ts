@@ -100,7 +100,14 @@ const checkSet = (present: Record<string, unknown>): Array<Issue> => {
   const issues = checkBreaker(present)
   const peers = present.peers
   if (peers === undefined || !Predicate.isObject(peers) || Array.isArray(peers)) return issues
-  for (const [peer, entry] of Object.entries(peers)) {
+  let entries: Array<[string, unknown]>
+  try {
+    entries = Object.entries(peers)
+  } catch (error) {
+    issues.push({ path: "peers", message: `could not be read (${String(error)})`, value: peers })
+    return issues
+  }
+  for (const [peer, entry] of entries) {
     const prefix = `peers.${peer}.`
     const [decoded, own] = decodeIssues(PeerOptionsSchema, entry, prefix, checkBreaker)
     issues.push(...own)

@@ -6,7 +6,8 @@
  * - A call to a closed circuit changes no state, so it is decided in the step that finds the breaker, on a
  *   `Ref.getUnsafe` read: admitted with the circuit's generation as its ticket, it runs under an exit handler and
  *   nothing else. Two primitives per call, because this is the path nearly every call takes. If the fiber is
- *   interrupted before the handler is in place, nothing was taken, so nothing is lost.
+ *   interrupted before the handler is in place, nothing was taken, so nothing is lost; and when the next step may
+ *   yield (where an interruption can land), the call is marked after the handler is in place, one step later.
  * - A call the circuit rejects is rejected in that same step: a rejection changes nothing, so it needs no handler.
  * - A probe takes the slot and runs detached from its caller (see `runProbe` and `forkProbe`), so that no caller
  *   pattern can keep a recovered peer from closing its circuit.
@@ -25,6 +26,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
+import * as Scheduler from "effect/Scheduler"
 import { CircuitOpenError } from "../CircuitOpenError.ts"
 import type { Reason } from "../CircuitStateChange.ts"
 import type { Breaker, Guarded, PeerBreaker } from "./breaker.ts"
@@ -117,15 +119,40 @@ const run = <A, E, R>(
     // Only a slow-call policy times its calls: the others read no clock here.
     const startedAt = breaker.settings.limits.tracker.slowMillis === Infinity ? NaN : monotonicMillis(clockOf(fiber))
     annotateSpan(fiber, breaker.name, "Closed")
-    // Marks the call as guarded by this breaker for its own duration, in the same step as its admission; the exit
-    // handler puts the caller's context back before anything else.
-    fiber.setContext(last.breaker === breaker ? last.marked : markedContext(breaker, context, guarded))
-    return Effect.onExitPrimitive(self, (exit) => {
+    const marked = last.breaker === breaker ? last.marked : markedContext(breaker, context, guarded)
+    const handler = (exit: Exit.Exit<A, E>) => {
       fiber.setContext(context)
       return settle(breaker, ticket, startedAt, exit, fiber, registry, drops)
-    })
+    }
+    if (mayYieldNext(fiber)) {
+      // The fiber may yield before the handler is in place, and an interruption there would leave the mark behind
+      // (its finalizers would then pass this peer's guard unchecked): marked once the handler is in place instead.
+      return Effect.onExitPrimitive(
+        Effect.withFiber((inner) => {
+          inner.setContext(marked)
+          return self
+        }),
+        handler
+      )
+    }
+    // Marks the call as guarded by this breaker for its own duration, in the same step as its admission; the exit
+    // handler puts the caller's context back before anything else.
+    fiber.setContext(marked)
+    return Effect.onExitPrimitive(self, handler)
   }
   return runNotClosed(fiber, breaker, current, self, registry)
+}
+
+const standardShouldYield = Scheduler.MixedScheduler.prototype.shouldYield
+
+/**
+ * Whether the fiber's next step may yield to the scheduler (where an interruption can land). Effect's own scheduler
+ * yields once a fiber has taken `maxOpsBeforeYield` steps; any other scheduler may yield at any step.
+ */
+const mayYieldNext = (fiber: Fiber.Fiber<unknown, unknown>): boolean => {
+  const cache = fiber.cache
+  if (cache.preventYield) return false
+  return cache.scheduler.shouldYield !== standardShouldYield || fiber.currentOpCount + 1 >= cache.maxOpsBeforeYield
 }
 
 /** Logs the set's pending warning in this call's fiber, then runs the call. */
@@ -255,21 +282,23 @@ const forkProbe = <A, E, R>(
       ),
       (ended) =>
         Effect.withFiber((fiber): Effect.Effect<A, E | CircuitOpenError> => {
+          const callResult = Effect.flatMap(
+            Fiber.await(running),
+            (result) => result._tag === "Failure" ? Exit.failCause(result.cause) : result.value.exit
+          )
           if (Option.isSome(ended)) {
             const result = ended.value
             if (result._tag === "Failure") return Exit.failCause(result.cause)
             if (result.value.recorded) return result.value.exit
             // It ended as its lease did: too late to decide, but a dry run still gives the caller its result.
             if (breaker.settings.observe) return Effect.andThen(leaseEnded(breaker, fiber), result.value.exit)
+          } else if (!holdsSlot(breaker, lease)) {
+            // The half-open period it probed is over (a reset, another probe's result or lease): it is an ordinary
+            // call now, whose result decides nothing; it runs to its end.
+            return callResult
           } else if (breaker.settings.observe) {
             // A dry run interrupts nothing: the circuit reopens as it would, and the caller gets the call's result.
-            return Effect.andThen(
-              leaseEnded(breaker, fiber),
-              Effect.flatMap(
-                Fiber.await(running),
-                (result) => result._tag === "Failure" ? Exit.failCause(result.cause) : result.value.exit
-              )
-            )
+            return Effect.andThen(leaseEnded(breaker, fiber), callResult)
           } else {
             running.interruptUnsafe(fiber.id)
           }
@@ -280,6 +309,16 @@ const forkProbe = <A, E, R>(
         })
     )
   return Effect.flatMap(fork(call), (running) => fork(watch(running)))
+}
+
+/**
+ * Whether the probe of `lease` is still the circuit's business at its lease's end: it holds its slot, or its lease
+ * ending is what reopened the circuit (a call at that same instant may have applied it first).
+ */
+const holdsSlot = (breaker: Breaker, lease: { readonly ticket: number; readonly end: number }): boolean => {
+  const state = Ref.getUnsafe(breaker.state)
+  if (state._tag === "HalfOpen") return state.probes.some((probe) => probe.ticket === lease.ticket)
+  return state._tag === "Open" && state.reason === "probe-timeout" && state.openedAt === lease.end
 }
 
 /** How a probe's call ended, and whether its result was recorded (it was not if it ended past its lease). */

@@ -72,6 +72,8 @@ export interface Open {
   /** 1 for the first opening after a healthy period, n + 1 after opening n failed. */
   readonly opening: number
   readonly reason: OpenReason
+  /** For a trip, what its rule says (see `Trip.text`); empty otherwise. */
+  readonly detail: string
   readonly openMillis: number
 }
 
@@ -164,6 +166,7 @@ const reopen = (state: HalfOpen, reason: OpenReason, at: number, atWall: number)
   openedAtWall: atWall,
   opening: state.opening + 1,
   reason,
+  detail: "",
   openMillis: state.nextOpenMillis
 })
 
@@ -236,7 +239,7 @@ export const record = (
     case "Closed": {
       if (state.generation !== ticket || outcome === "ignored") return state
       const counts = limits.tracker.record(state.counts, outcome === "failure", durationMillis, now)
-      if (counts instanceof Trip) return trip(state, counts.reason, now, wall, openings)
+      if (counts instanceof Trip) return trip(state, counts, now, wall, openings)
       return counts === state.counts ? state : { ...state, counts }
     }
     case "HalfOpen": {
@@ -282,7 +285,7 @@ export const recordSuccessInPlace = (
 }
 
 /** Opens a closed circuit: as the next opening if it relapsed within its last opening's length, else as the first. */
-const trip = (state: Closed, reason: TripReason, now: number, wall: WallClock, openings: Openings): Open => {
+const trip = (state: Closed, cause: Trip, now: number, wall: WallClock, openings: Openings): Open => {
   const backoff = state.backoff
   const opening = backoff !== undefined && now - backoff.closedAt < backoff.lastOpenMillis ? backoff.opening + 1 : 1
   return {
@@ -291,7 +294,8 @@ const trip = (state: Closed, reason: TripReason, now: number, wall: WallClock, o
     openedAt: now,
     openedAtWall: wall.currentTimeMillisUnsafe(),
     opening,
-    reason,
+    reason: cause.reason,
+    detail: cause.text,
     openMillis: openings.delay(opening)
   }
 }

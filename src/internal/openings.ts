@@ -7,6 +7,7 @@
  * from that fiber's `Random`, and `Random.withSeed` makes it repeatable). A delay is kept for its opening number, so
  * asking twice for the same opening gives the same answer; consecutive openings cost one step each.
  */
+import type * as Cause from "effect/Cause"
 import type * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -22,12 +23,21 @@ const step = (run: Step, now: number, input: number, context: Context.Context<ne
   const exit = Effect.runSyncExitWith(context)(run(now, input))
   if (Exit.isSuccess(exit)) return Duration.toMillis(exit.value[1])
   if (Pull.isDoneCause(exit.cause)) return "done"
-  return `the schedule failed when stepped (${String(exit.cause)}): it must run synchronously, without failing`
+  return `the schedule failed when stepped (${describeCause(exit.cause)}): it must run synchronously, without failing`
+}
+
+/** A cause as one line: its first defect's or error's message. */
+const describeCause = (cause: Cause.Cause<unknown>): string => {
+  for (const reason of cause.reasons) {
+    const error = reason._tag === "Die" ? reason.defect : reason._tag === "Fail" ? reason.error : undefined
+    if (error !== undefined) return error instanceof Error ? error.message : String(error)
+  }
+  return "interrupted, or run asynchronously"
 }
 
 const makeStep = (schedule: Schedule.Schedule<unknown, number>, context: Context.Context<never>): Step | string => {
   const exit = Effect.runSyncExitWith(context)(Schedule.toStep(schedule) as Effect.Effect<Step>)
-  return Exit.isSuccess(exit) ? exit.value : `the schedule could not be started (${String(exit.cause)})`
+  return Exit.isSuccess(exit) ? exit.value : `the schedule could not be started (${describeCause(exit.cause)})`
 }
 
 /**
@@ -40,14 +50,28 @@ export const firstDelay = (
 ): number | string => {
   const run = makeStep(schedule, context)
   if (typeof run === "string") return run
-  const first = step(run, 0, 1, context)
-  if (first === "done") return "Expected a schedule that yields at least one delay: this one ends before its first"
-  if (typeof first === "string") return first
-  if (!(first > 0) || !Number.isFinite(first)) {
-    return `Expected a schedule whose first delay is finite and longer than zero, got ${first} ms`
+  let first: number | undefined
+  let clock = 0
+  // The first openings are stepped now, so that a schedule that would give a zero opening later (and with it a
+  // zero probe lease) is reported when the breaker is built rather than found in production.
+  for (let opening = 1; opening <= checkedOpenings; opening++) {
+    const delay = step(run, clock, opening, context)
+    if (delay === "done") {
+      if (opening === 1) return "Expected a schedule that yields at least one delay: this one ends before its first"
+      break
+    }
+    if (typeof delay === "string") return delay
+    if (!(delay > 0) || !Number.isFinite(delay)) {
+      return `Expected a schedule whose delays are finite and longer than zero, got ${delay} ms for opening ${opening}`
+    }
+    first ??= delay
+    clock += delay
   }
-  return first
+  return first!
 }
+
+/** How many openings of a schedule are checked when a breaker is built. */
+const checkedOpenings = 64
 
 /** One breaker's openings from a schedule. `context` is set by the caller before each use. */
 export class ScheduleOpenings implements Openings {
@@ -88,7 +112,9 @@ export class ScheduleOpenings implements Openings {
     if (this.#ended) return
     const delay = step(this.#run!, this.#clock, this.#stepped, this.context)
     if (typeof delay === "number") {
-      this.#delay = Number.isFinite(delay) && delay >= 0 ? Math.min(delay, this.#maxMillis) : this.#maxMillis
+      // A delay that is zero or not finite (a random schedule past the openings checked at build): the longest
+      // opening is the safe one, and never a zero-length probe lease.
+      this.#delay = Number.isFinite(delay) && delay > 0 ? Math.min(delay, this.#maxMillis) : this.#maxMillis
       this.#clock += this.#delay
       return
     }

@@ -26,6 +26,15 @@ const toPositiveDuration = (input: unknown): Duration.Duration | undefined => {
     return undefined
   }
   if (typeof input === "number" && !Number.isFinite(input)) return undefined
+  try {
+    return positiveOf(input)
+  } catch {
+    // An object whose getters throw is no duration.
+    return undefined
+  }
+}
+
+const positiveOf = (input: unknown): Duration.Duration | undefined => {
   // A duration object ({ seconds: 5, millis: 200 }) with a negative or non-finite part would be summed silently.
   if (Predicate.isObject(input) && !Duration.isDuration(input) && !Array.isArray(input)) {
     const parts = Object.values(input)
@@ -160,8 +169,16 @@ export const decodeIssues = <A>(
   const exit = Schema.decodeUnknownExit(schema)(present, { errors: "all", onExcessProperty: "error" })
   if (Exit.isFailure(exit)) {
     const error = exit.cause.reasons.find((reason) => reason._tag === "Fail")?.error
-    if (!Schema.isSchemaError(error)) throw error
-    for (const issue of formatIssues(error.issue).issues) {
+    const found = Schema.isSchemaError(error) ? formatIssues(error.issue).issues : []
+    if (!Schema.isSchemaError(error)) {
+      // A check died (a value whose getters throw, say): reported, never a defect.
+      issues.push({
+        path: prefix.slice(0, -1) || "options",
+        message: `could not be validated (${String(error)})`,
+        value: input
+      })
+    }
+    for (const issue of found) {
       const name = (issue.path ?? []).map(String).join(".")
       const message = issue.message === "Expected no excess property" ? "Unknown option" : issue.message
       issues.push({
@@ -218,8 +235,17 @@ const knownKeys: Record<string, ReadonlyArray<string>> = {
 
 /** Checks a policy (plain tagged data: built by `Policy`, or decoded from JSON) and compiles it. */
 export const checkPolicy = (value: unknown, path: string, issues: Array<Issue>): Compiled | undefined => {
+  try {
+    return checkPolicyUnsafe(value, path, issues)
+  } catch (error) {
+    issues.push({ path, message: `could not be read (${String(error)})`, value })
+    return undefined
+  }
+}
+
+const checkPolicyUnsafe = (value: unknown, path: string, issues: Array<Issue>): Compiled | undefined => {
   const tag = Predicate.isObject(value) && !Array.isArray(value) ? (value as { _tag?: unknown })._tag : undefined
-  if (typeof tag !== "string" || !(tag in knownKeys)) {
+  if (typeof tag !== "string" || !Object.hasOwn(knownKeys, tag)) {
     issues.push({ path, message: policyExpectation, value })
     return undefined
   }

@@ -6,6 +6,7 @@
  * machine drops them when the circuit opens), and may be updated in place: recording is O(1) amortised for every
  * policy, with no per-call timestamps and no array shifting. Times are monotonic milliseconds.
  */
+import { displayMillis } from "./display.ts"
 
 /** Why a closed circuit opened: the policy (or the member of an `any`) that tripped. */
 export type TripReason = "window" | "consecutive" | "rate" | "slow-calls"
@@ -20,20 +21,18 @@ export interface Figures {
   readonly slowCalls: number | undefined
 }
 
-/** A tracker's verdict that the circuit opens, and why. One constant per reason. */
+/** A tracker's verdict that the circuit opens: why, and what its rule says, for the log line. One per tracker. */
 export class Trip {
   readonly reason: TripReason
-  constructor(reason: TripReason) {
+  /** What follows "Circuit opened" in the log line: ": more than 3 failures within 1m", " on the first failure". */
+  readonly text: string
+  constructor(reason: TripReason, text: string) {
     this.reason = reason
+    this.text = text
   }
 }
 
-const trips: Record<TripReason, Trip> = {
-  window: new Trip("window"),
-  consecutive: new Trip("consecutive"),
-  rate: new Trip("rate"),
-  "slow-calls": new Trip("slow-calls")
-}
+const percent = (ratio: number): string => `${Math.round(ratio * 10_000) / 100}%`
 
 /** A policy, compiled. `counts` is whatever the tracker keeps, `undefined` while it keeps nothing. */
 export interface Tracker {
@@ -112,12 +111,18 @@ interface WindowCounts {
 }
 
 const windowTracker = (maxFailures: number, windowMillis: number): Tracker => {
+  const trip = new Trip(
+    "window",
+    maxFailures === 0
+      ? " on the first failure"
+      : `: more than ${maxFailures} failures within ${displayMillis(windowMillis)}`
+  )
   const newest = (counts: WindowCounts): number =>
     counts.times[(counts.head + counts.times.length - 1) % counts.times.length]!
   return {
     record: (raw, failure, _durationMillis, now) => {
       if (!failure) return raw
-      if (maxFailures === 0) return trips.window
+      if (maxFailures === 0) return trip
       const counts = raw as WindowCounts | undefined
       if (counts === undefined) return { times: [now], head: 0 }
       const times = counts.times
@@ -129,7 +134,7 @@ const windowTracker = (maxFailures: number, windowMillis: number): Tracker => {
         times.push(now)
         return counts
       }
-      if (now - times[counts.head]! < windowMillis) return trips.window
+      if (now - times[counts.head]! < windowMillis) return trip
       times[counts.head] = now
       counts.head = (counts.head + 1) % times.length
       return counts
@@ -151,11 +156,16 @@ const windowTracker = (maxFailures: number, windowMillis: number): Tracker => {
 
 // Consecutive: the streak itself (a small integer), `undefined` at zero.
 
-const consecutiveTracker = (failures: number): Tracker => ({
+const consecutiveTracker = (failures: number): Tracker => {
+  const trip = new Trip("consecutive", failures === 1 ? " on the first failure" : `: ${failures} consecutive failures`)
+  return consecutiveWith(failures, trip)
+}
+
+const consecutiveWith = (failures: number, trip: Trip): Tracker => ({
   record: (raw, failure) => {
     if (!failure) return undefined
     const streak = ((raw as number | undefined) ?? 0) + 1
-    return streak >= failures ? trips.consecutive : streak
+    return streak >= failures ? trip : streak
   },
   recordsSuccess: (raw) => raw !== undefined,
   successInPlace: (raw) => raw === undefined,
@@ -175,6 +185,14 @@ const badOutcome = (reason: TripReason, slowMillis: number) =>
   reason === "rate"
     ? (failure: boolean, _durationMillis: number) => failure
     : (_failure: boolean, durationMillis: number) => durationMillis >= slowMillis
+
+const rateTrip = (reason: TripReason, threshold: number, slowMillis: number, window: string): Trip =>
+  new Trip(
+    reason,
+    reason === "rate"
+      ? `: failures reached ${percent(threshold)} ${window}`
+      : `: calls taking ${displayMillis(slowMillis)} or longer reached ${percent(threshold)} ${window}`
+  )
 
 const reached = (bad: number, calls: number, threshold: number, minimumCalls: number): boolean =>
   calls >= minimumCalls && bad / calls >= threshold
@@ -205,6 +223,12 @@ const timeRateTracker = (
   // Bucket index of time t: ⌊t / (window / buckets)⌋, computed as ⌊t × buckets / window⌋ so that a width that is not
   // a whole number of milliseconds puts no time in the wrong bucket.
   const indexAt = (now: number): number => Math.floor((now * buckets) / windowMillis)
+  const trip = rateTrip(
+    reason,
+    threshold,
+    slowMillis,
+    `of at least ${minimumCalls} calls within ${displayMillis(windowMillis)}`
+  )
   const isBad = badOutcome(reason, slowMillis)
   /** The calls and bad outcomes of the window at bucket index `index`, read without changing the counts. */
   const live = (counts: Array<number>, index: number): readonly [number, number] => {
@@ -245,7 +269,7 @@ const timeRateTracker = (
       if (!isBad(failure, durationMillis)) return counts
       counts[slot + 1]!++
       counts[BAD]!++
-      return reached(counts[BAD]!, counts[CALLS]!, threshold, minimumCalls) ? trips[reason] : counts
+      return reached(counts[BAD]!, counts[CALLS]!, threshold, minimumCalls) ? trip : counts
     },
     recordsSuccess: () => true,
     successInPlace: (raw, durationMillis) => raw !== undefined && !isBad(false, durationMillis),
@@ -277,6 +301,7 @@ const countRateTracker = (
   slowMillis: number
 ): Tracker => {
   const isBad = badOutcome(reason, slowMillis)
+  const trip = rateTrip(reason, threshold, slowMillis, `of the last ${size} calls`)
   return {
     record: (raw, failure, durationMillis) => {
       let counts = raw as Array<number> | undefined
@@ -296,7 +321,7 @@ const countRateTracker = (
       }
       counts[word] = counts[word]! | bit
       counts[BAD]!++
-      return reached(counts[BAD]!, counts[RECORDED]!, threshold, minimumCalls) ? trips[reason] : counts
+      return reached(counts[BAD]!, counts[RECORDED]!, threshold, minimumCalls) ? trip : counts
     },
     recordsSuccess: () => true,
     successInPlace: (raw, durationMillis) => raw !== undefined && !isBad(false, durationMillis),

@@ -3,12 +3,10 @@
  * `changes` stream and a log line.
  */
 import type * as Clock from "effect/Clock"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
 import * as PubSub from "effect/PubSub"
 import type { Reason, StateTag } from "../CircuitStateChange.ts"
-import type * as Policy from "../Policy.ts"
 import type { Breaker } from "./breaker.ts"
 import { displayMillis, displayPeer } from "./display.ts"
 import type * as machine from "./machine.ts"
@@ -24,46 +22,6 @@ export const annotateSpan = (fiber: Fiber.Fiber<unknown, unknown>, peer: string,
   }
 }
 
-const millisOf = (input: unknown): number => Duration.toMillis(Duration.fromInputUnsafe(input as Duration.Input))
-
-const percent = (ratio: number): string => `${Math.round(ratio * 10_000) / 100}%`
-
-const rateWindowText = (policy: Policy.Rate | Policy.SlowCalls): string =>
-  policy.calls !== undefined
-    ? `of the last ${policy.calls} calls`
-    : `of at least ${policy.minimumCalls} calls within ${displayMillis(millisOf(policy.window))}`
-
-/** What the policy member behind `reason` says, as the end of "Circuit opened…". */
-const tripText = (policy: Policy.Policy, reason: machine.OpenReason): string | undefined => {
-  switch (policy._tag) {
-    case "Any": {
-      for (const member of policy.members) {
-        const text = tripText(member, reason)
-        if (text !== undefined) return text
-      }
-      return undefined
-    }
-    case "Window":
-      if (reason !== "window") return undefined
-      return policy.maxFailures === 0
-        ? " on the first failure"
-        : `: more than ${policy.maxFailures} failures within ${displayMillis(millisOf(policy.window))}`
-    case "Consecutive":
-      if (reason !== "consecutive") return undefined
-      return policy.failures === 1 ? " on the first failure" : `: ${policy.failures} consecutive failures`
-    case "Rate":
-      return reason === "rate"
-        ? `: failures reached ${percent(policy.threshold)} ${rateWindowText(policy)}`
-        : undefined
-    case "SlowCalls":
-      return reason === "slow-calls"
-        ? `: calls taking ${displayMillis(millisOf(policy.duration))} or longer reached ${percent(policy.threshold)} ${
-          rateWindowText(policy)
-        }`
-        : undefined
-  }
-}
-
 const transitionLog = (breaker: Breaker, to: machine.State, reason: Reason): Effect.Effect<void> => {
   const settings = breaker.settings
   const opening = to._tag === "Open" ? to.opening : 0
@@ -75,7 +33,7 @@ const transitionLog = (breaker: Breaker, to: machine.State, reason: Reason): Eff
     case "consecutive":
     case "rate":
     case "slow-calls":
-      return Effect.logWarning(`Circuit opened${tripText(settings.options.policy, reason) ?? ""}; ${rejecting}`)
+      return Effect.logWarning(`Circuit opened${to._tag === "Open" ? to.detail : ""}; ${rejecting}`)
     case "probe":
       return Effect.logDebug(
         settings.limits.probes === 1

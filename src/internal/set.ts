@@ -101,7 +101,10 @@ export class SetService implements Service {
 
   readonly state: Service["state"] = (peer) =>
     typeof peer === "string"
-      ? readState(this.registry.get(peer)?.state, (this.#shared.peers.get(peer) ?? this.#shared.settings).limits)
+      // Looked up when the effect runs, not when it is built: a health check built once reads the circuit of now.
+      ? Effect.suspend(() =>
+        readState(this.registry.get(peer)?.state, (this.#shared.peers.get(peer) ?? this.#shared.settings).limits)
+      )
       : invalidPeer(peer)
 
   readonly snapshot: Service["snapshot"] = Effect.clockWith((clock) =>
@@ -120,9 +123,11 @@ export class SetService implements Service {
   // A peer the set does not hold is closed with nothing in its window: resetting it changes nothing, and must not
   // create a breaker.
   readonly reset: Service["reset"] = (peer) =>
-    typeof peer === "string" && this.registry.get(peer) === undefined
-      ? Effect.void
-      : this.#operate(peer, machine.reset, "reset")
+    typeof peer !== "string" ?
+      invalidPeer(peer) :
+      Effect.suspend(() =>
+        this.registry.get(peer) === undefined ? Effect.void : this.#operate(peer, machine.reset, "reset")
+      )
 
   readonly isolate: Service["isolate"] = (peer) =>
     Effect.acquireRelease(

@@ -1,4 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
+import { Duration } from "effect"
 import fc from "fast-check"
 import * as machine from "../../src/internal/machine.ts"
 import { fixedOpenings } from "../../src/internal/openings.ts"
@@ -65,6 +66,7 @@ const opened: machine.Open = {
   openedAtWall: 0,
   opening: 1,
   reason: "window",
+  detail: ": more than 2 failures within 1m",
   openMillis: 10_000
 }
 
@@ -126,6 +128,7 @@ describe("machine: transitions", () => {
       openedAtWall: 20_000,
       opening: 2,
       reason: "probe-timeout",
+      detail: "",
       openMillis: 10_000
     }
     assert.deepStrictEqual(expired, reopened)
@@ -171,6 +174,7 @@ describe("machine: transitions", () => {
       openedAtWall: 99,
       opening: 2,
       reason: "probe-failed",
+      detail: "",
       openMillis: 10_000
     })
   })
@@ -215,6 +219,9 @@ describe("machine: properties", () => {
                 openedAtWall: t,
                 opening: 1,
                 reason: "window",
+                detail: p.maxFailures === 0
+                  ? " on the first failure"
+                  : `: more than ${p.maxFailures} failures within ${Duration.format(Duration.millis(p.windowMillis))}`,
                 openMillis: p.resetTimeoutMillis
               })
             }

@@ -11,8 +11,9 @@
  *
  * A probe runs in a fiber of its own, detached from its caller: interrupting a probe's caller (`interruptFromOutside`)
  * releases the caller at once and leaves the probe in flight, to be ended by a later `Finish` through its latch. A
- * probe still in flight when its lease ends is interrupted then, and its caller, if it still waits, fails with
- * `CircuitOpenError` (in observe mode nothing is interrupted: the caller waits for the call's own result).
+ * probe still holding its slot when its lease ends is interrupted then, and its caller, if it still waits, fails with
+ * `CircuitOpenError` (in observe mode nothing is interrupted: the caller waits for the call's own result); one that
+ * lost its slot before (a reset, say) runs on, and its caller gets its own result.
  *
  * The real set may drop an idle breaker, which forgets a count window's successes (documented); the model gives every
  * state the set may be in (`Model.evictions`) and the test keeps the candidates that agree with every observation.
@@ -744,7 +745,10 @@ const runScenario = (scenario: Scenario) =>
     /** Whether call `id` is a probe whose caller was failed at its lease's end, by `to`. */
     const leaseEndsBy = (candidate: Model.Model, id: number, peer: Peer, to: number): number | undefined => {
       const end = Model.leaseEndOf(candidate, id)
-      return end !== undefined && end <= to && !Model.optionsOf(candidate, peer).observe ? end : undefined
+      return end !== undefined && end <= to && !Model.optionsOf(candidate, peer).observe &&
+          Model.leaseReopened(candidate, peer, end)
+        ? end
+        : undefined
     }
     /**
      * Checks the callers of the probes in flight whose lease ended by `to` (since the last check): failed then, with

@@ -811,6 +811,16 @@ export const leaseEndOf = (model: Model, id: number): number | undefined => {
   return admission?._tag === "Probe" ? admission.leaseEnd : undefined
 }
 
+/**
+ * Whether a probe on `peer` whose lease ended at `end` still held its slot then: its lease's end reopened the circuit at
+ * that instant. A probe that had lost its slot before (a reset, an isolation, another probe's result or lease) is an
+ * ordinary call by then: it runs on, and its caller gets its own result.
+ */
+export const leaseReopened = (model: Model, peer: string, end: number): boolean => {
+  const circuit = circuitAt(model, peer, end)
+  return circuit._tag === "Tripped" && circuit.reason === "probe-timeout" && circuit.openedAt === end
+}
+
 /** When `peer`'s backoff stops being in force (`undefined` without one in force): a trip from then is opening 1. */
 export const backoffEnd = (model: Model, peer: string, now: number): number | undefined => {
   const circuit = circuitAt(model, peer, now)
