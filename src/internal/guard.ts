@@ -290,7 +290,9 @@ const forkProbe = <A, E, R>(
             const result = ended.value
             if (result._tag === "Failure") return Exit.failCause(result.cause)
             if (result.value.recorded) return result.value.exit
-            // It ended as its lease did: too late to decide, but a dry run still gives the caller its result.
+            // It ended as its lease did: too late to decide. One that had lost its slot before is an ordinary call by
+            // then, and a dry run rejects nothing: both give the caller the call's result.
+            if (!holdsSlot(breaker, lease)) return result.value.exit
             if (breaker.settings.observe) return Effect.andThen(leaseEnded(breaker, fiber), result.value.exit)
           } else if (!holdsSlot(breaker, lease)) {
             // The half-open period it probed is over (a reset, another probe's result or lease): it is an ordinary

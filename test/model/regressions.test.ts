@@ -173,4 +173,38 @@ describe("bugs of src found by the model-based test, fixed", () => {
     }).pipe(Effect.provide(CircuitBreakerSet.layer({
       policy: Policy.rate({ threshold: 0.5, minimumCalls: 2, window: "10 seconds", buckets: 7 })
     }))))
+
+  it.effect("a probe that lost its slot to another's lease, ending at its own lease's end, gives its caller its result", () =>
+    // Two probe slots. Probe A (never ends) holds its lease from 500 ms, probe B from 501 ms. A's lease ends at
+    // 1,000 ms: the circuit reopens, and B is an ordinary call from then on. B ends at 1,001 ms, the very instant its own
+    // lease ends: it decides nothing, but its caller gets its result. It used to be failed with CircuitOpenError.
+    Effect.gen(function*() {
+      const set = yield* CircuitBreakerSet
+      yield* Effect.exit(set.withBreaker("p")(Effect.fail("down"))) // maxFailures 0: opens at 0 for 500 ms
+      yield* TestClock.adjust("500 millis")
+      const never = yield* Deferred.make<string>()
+      const a = yield* Effect.forkChild(set.withBreaker("p")(Deferred.await(never)), { startImmediately: true })
+      yield* TestClock.adjust("1 millis")
+      const b = yield* Effect.forkChild(set.withBreaker("p")(Effect.as(Effect.sleep("500 millis"), "ok")), {
+        startImmediately: true
+      })
+      yield* TestClock.adjust("500 millis")
+      const rejected = yield* expectRejection(Fiber.join(a))
+      assert.strictEqual(rejected.state, "Open")
+      assert.strictEqual(yield* Fiber.join(b), "ok")
+      const state = yield* set.state("p")
+      assert.deepStrictEqual([
+        state._tag,
+        state._tag === "Open" && state.reason,
+        state._tag === "Open" && state.opening
+      ], [
+        "Open",
+        "probe-timeout",
+        2
+      ])
+    }).pipe(Effect.provide(CircuitBreakerSet.layer({
+      policy: Policy.window({ maxFailures: 0, window: "500 millis" }),
+      openDuration: "500 millis",
+      halfOpen: { probes: 2 }
+    }))))
 })
