@@ -217,11 +217,11 @@ const thresholdIssue = (path: string, value: unknown): Array<Issue> =>
     : [{ path, message: "Expected a ratio greater than 0 and at most 1", value }]
 
 /** The most buckets a time window may have, and the most calls a count window may hold. */
-export const maxBuckets = 1_000
-export const maxCalls = 100_000
+const maxBuckets = 1_000
+const maxCalls = 100_000
 
 /** The most probes a half-open circuit may run at once. */
-export const maxProbes = 1_000
+const maxProbes = 1_000
 
 const policyExpectation = "Expected a policy built by Policy.window, consecutive, rate, slowCalls or any"
 

@@ -76,6 +76,7 @@ export type Compiled =
   }
   | { readonly _tag: "Any"; readonly members: ReadonlyArray<Compiled> }
 
+/** The tracker that runs a validated policy. */
 export const compile = (policy: Compiled): Tracker => {
   switch (policy._tag) {
     case "Window":
@@ -158,23 +159,21 @@ const windowTracker = (maxFailures: number, windowMillis: number): Tracker => {
 
 const consecutiveTracker = (failures: number): Tracker => {
   const trip = new Trip("consecutive", failures === 1 ? " on the first failure" : `: ${failures} consecutive failures`)
-  return consecutiveWith(failures, trip)
+  return {
+    record: (raw, failure) => {
+      if (!failure) return undefined
+      const streak = ((raw as number | undefined) ?? 0) + 1
+      return streak >= failures ? trip : streak
+    },
+    recordsSuccess: (raw) => raw !== undefined,
+    successInPlace: (raw) => raw === undefined,
+    figures: (raw) => ({ failures: (raw as number | undefined) ?? 0, calls: undefined, slowCalls: undefined }),
+    isEmpty: (raw) => raw === undefined,
+    isClear: (raw) => raw === undefined,
+    countsFailures: true,
+    slowMillis: Infinity
+  }
 }
-
-const consecutiveWith = (failures: number, trip: Trip): Tracker => ({
-  record: (raw, failure) => {
-    if (!failure) return undefined
-    const streak = ((raw as number | undefined) ?? 0) + 1
-    return streak >= failures ? trip : streak
-  },
-  recordsSuccess: (raw) => raw !== undefined,
-  successInPlace: (raw) => raw === undefined,
-  figures: (raw) => ({ failures: (raw as number | undefined) ?? 0, calls: undefined, slowCalls: undefined }),
-  isEmpty: (raw) => raw === undefined,
-  isClear: (raw) => raw === undefined,
-  countsFailures: true,
-  slowMillis: Infinity
-})
 
 // Rates. `bad` is a counted failure for `rate` and a slow call for `slowCalls`. The circuit opens only right after a
 // bad outcome, when the window holds at least `minimumCalls` calls and bad / calls >= threshold (division, not
