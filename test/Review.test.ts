@@ -122,6 +122,34 @@ describe("Review: the closed fast path's context mark", () => {
       // expected [], got [4]: the cleanup ran on an isolated circuit
       assert.deepStrictEqual(bypassed, [])
     }))
+
+  it.effect("… and under Effect's own scheduler, where the call is marked in its admitting step unless the next may yield", () =>
+    Effect.gen(function*() {
+      const bypassed: Array<number> = []
+      for (let budget = 2; budget <= 60; budget++) {
+        const ran = yield* Effect.gen(function*() {
+          const set = yield* CircuitBreakerSet
+          let ran = false
+          const cleanup = Effect.exit(Effect.sync(() => (ran = true)).pipe(withBreaker("api")))
+          const child = yield* Effect.forkChild(
+            Effect.never.pipe(
+              withBreaker("api"),
+              Effect.ensuring(cleanup),
+              Effect.provideService(Scheduler.MaxOpsBeforeYield, budget),
+              // TestClock runs fibers on a scheduler of its own, under which every call takes the safe path.
+              Effect.provideService(Scheduler.Scheduler, new Scheduler.MixedScheduler())
+            ),
+            { startImmediately: true }
+          )
+          yield* set.isolate("api") // every call is rejected from here on
+          yield* Fiber.interrupt(child)
+          return ran
+        }).pipe(Effect.scoped, provideSet())
+        if (ran) bypassed.push(budget)
+      }
+      // expected [], got [4]: the cleanup ran on an isolated circuit
+      assert.deepStrictEqual(bypassed, [])
+    }))
 })
 
 describe("Review: probes and openings", () => {

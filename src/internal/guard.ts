@@ -315,12 +315,12 @@ const forkProbe = <A, E, R>(
 
 /**
  * Whether the probe of `lease` is still the circuit's business at its lease's end: it holds its slot, or its lease
- * ending is what reopened the circuit (a call at that same instant may have applied it first).
+ * ending is what reopened the circuit (another fiber at that same instant may have applied it first).
  */
 const holdsSlot = (breaker: Breaker, lease: { readonly ticket: number; readonly end: number }): boolean => {
   const state = Ref.getUnsafe(breaker.state)
   if (state._tag === "HalfOpen") return state.probes.some((probe) => probe.ticket === lease.ticket)
-  return state._tag === "Open" && state.reason === "probe-timeout" && state.openedAt === lease.end
+  return state._tag === "Open" && state.timedOut.includes(lease.ticket)
 }
 
 /** How a probe's call ended, and whether its result was recorded (it was not if it ended past its lease). */

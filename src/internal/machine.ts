@@ -74,6 +74,8 @@ export interface Open {
   readonly reason: OpenReason
   /** For a trip, what its rule says (see `Trip.text`); empty otherwise. */
   readonly detail: string
+  /** For `probe-timeout`, the tickets of the probes whose lease ended and reopened it; empty otherwise. */
+  readonly timedOut: ReadonlyArray<number>
   readonly openMillis: number
 }
 
@@ -156,10 +158,19 @@ export const expireProbe = (state: State, now: number, wall: WallClock): State =
   if (state._tag !== "HalfOpen") return state
   const end = leaseEnd(state)
   if (now < end) return state
-  return reopen(state, "probe-timeout", end, wall.currentTimeMillisUnsafe() - (now - end))
+  const timedOut = state.probes.filter((probe) => probe.startedAt + state.probeTimeoutMillis <= end).map((probe) =>
+    probe.ticket
+  )
+  return reopen(state, "probe-timeout", end, wall.currentTimeMillisUnsafe() - (now - end), timedOut)
 }
 
-const reopen = (state: HalfOpen, reason: OpenReason, at: number, atWall: number): Open => ({
+const reopen = (
+  state: HalfOpen,
+  reason: OpenReason,
+  at: number,
+  atWall: number,
+  timedOut: ReadonlyArray<number>
+): Open => ({
   _tag: "Open",
   generation: state.generation + 1,
   openedAt: at,
@@ -167,8 +178,11 @@ const reopen = (state: HalfOpen, reason: OpenReason, at: number, atWall: number)
   opening: state.opening + 1,
   reason,
   detail: "",
+  timedOut,
   openMillis: state.nextOpenMillis
 })
+
+const none: ReadonlyArray<number> = Object.freeze([])
 
 /**
  * Decides whether a call starting at `now` may run, and the state after that decision. `state` is one that
@@ -249,7 +263,7 @@ export const record = (
       if (now >= leaseEnd(state)) return expireProbe(state, now, wall)
       const slow = now - probe.startedAt >= limits.tracker.slowMillis
       if (outcome === "failure" || (outcome === "success" && slow)) {
-        return reopen(state, "probe-failed", now, wall.currentTimeMillisUnsafe())
+        return reopen(state, "probe-failed", now, wall.currentTimeMillisUnsafe(), none)
       }
       const probes = state.probes.filter((running) => running !== probe)
       // A probe whose own effect was interrupted tells nothing about the peer: its slot is free again.
@@ -296,6 +310,7 @@ const trip = (state: Closed, cause: Trip, now: number, wall: WallClock, openings
     opening,
     reason: cause.reason,
     detail: cause.text,
+    timedOut: none,
     openMillis: openings.delay(opening)
   }
 }

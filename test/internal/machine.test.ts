@@ -67,6 +67,7 @@ const opened: machine.Open = {
   opening: 1,
   reason: "window",
   detail: ": more than 2 failures within 1m",
+  timedOut: [],
   openMillis: 10_000
 }
 
@@ -129,6 +130,7 @@ describe("machine: transitions", () => {
       opening: 2,
       reason: "probe-timeout",
       detail: "",
+      timedOut: [ticket],
       openMillis: 10_000
     }
     assert.deepStrictEqual(expired, reopened)
@@ -175,6 +177,7 @@ describe("machine: transitions", () => {
       opening: 2,
       reason: "probe-failed",
       detail: "",
+      timedOut: [],
       openMillis: 10_000
     })
   })
@@ -222,6 +225,7 @@ describe("machine: properties", () => {
                 detail: p.maxFailures === 0
                   ? " on the first failure"
                   : `: more than ${p.maxFailures} failures within ${Duration.format(Duration.millis(p.windowMillis))}`,
+                timedOut: [],
                 openMillis: p.resetTimeoutMillis
               })
             }
