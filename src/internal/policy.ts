@@ -104,7 +104,8 @@ export const compile = (policy: Compiled): Tracker => {
 }
 
 // Window: the newest `maxFailures` failure times, in a ring once full. The circuit opens on a failure that finds all
-// of them inside the window. Successes never remove failures.
+// of them inside the window. Successes never remove failures. A single failure is kept as its bare time (no ring):
+// the common case of a peer that failed once, at a third of the memory.
 
 interface WindowCounts {
   readonly times: Array<number>
@@ -118,19 +119,21 @@ const windowTracker = (maxFailures: number, windowMillis: number): Tracker => {
       ? " on the first failure"
       : `: more than ${maxFailures} failures within ${displayMillis(windowMillis)}`
   )
-  const newest = (counts: WindowCounts): number =>
-    counts.times[(counts.head + counts.times.length - 1) % counts.times.length]!
+  const newest = (counts: number | WindowCounts): number =>
+    typeof counts === "number"
+      ? counts
+      : counts.times[(counts.head + counts.times.length - 1) % counts.times.length]!
+  const isEmpty = (raw: unknown, now: number): boolean =>
+    raw === undefined || now - newest(raw as number | WindowCounts) >= windowMillis
   return {
     record: (raw, failure, _durationMillis, now) => {
       if (!failure) return raw
       if (maxFailures === 0) return trip
-      const counts = raw as WindowCounts | undefined
-      if (counts === undefined) return { times: [now], head: 0 }
+      const counts = raw as number | WindowCounts | undefined
+      // Nothing kept, or everything kept has aged out: this failure alone (which also gives back a long ring).
+      if (counts === undefined || now - newest(counts) >= windowMillis) return now
+      if (typeof counts === "number") return maxFailures === 1 ? trip : { times: [counts, now], head: 0 }
       const times = counts.times
-      if (now - newest(counts) >= windowMillis) {
-        // Everything it holds has aged out: start again, and give back the memory of a long ring.
-        return { times: [now], head: 0 }
-      }
       if (times.length < maxFailures) {
         times.push(now)
         return counts
@@ -143,13 +146,14 @@ const windowTracker = (maxFailures: number, windowMillis: number): Tracker => {
     recordsSuccess: () => false,
     successInPlace: () => true,
     figures: (raw, now) => {
-      const counts = raw as WindowCounts | undefined
+      const counts = raw as number | WindowCounts | undefined
       let failures = 0
-      if (counts !== undefined) { for (const time of counts.times) if (now - time < windowMillis) failures++ }
+      if (typeof counts === "number") failures = now - counts < windowMillis ? 1 : 0
+      else if (counts !== undefined) { for (const time of counts.times) if (now - time < windowMillis) failures++ }
       return { failures, calls: undefined, slowCalls: undefined }
     },
-    isEmpty: (raw, now) => raw === undefined || now - newest(raw as WindowCounts) >= windowMillis,
-    isClear: (raw, now) => raw === undefined || now - newest(raw as WindowCounts) >= windowMillis,
+    isEmpty,
+    isClear: isEmpty,
     countsFailures: true,
     slowMillis: Infinity
   }

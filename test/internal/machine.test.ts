@@ -72,8 +72,11 @@ const opened: machine.Open = {
 }
 
 /** The failure times a closed state's window policy keeps (its ring), however many are still inside the window. */
+/** How many failure times the window policy keeps: a bare time for one, a ring for more. */
 const kept = (state: machine.Closed): number =>
-  (state.counts as { readonly times: ReadonlyArray<number> } | undefined)?.times.length ?? 0
+  typeof state.counts === "number"
+    ? 1
+    : (state.counts as { readonly times: ReadonlyArray<number> } | undefined)?.times.length ?? 0
 
 describe("machine: transitions", () => {
   it("a fresh breaker is Closed and admitting a call changes nothing", () => {
