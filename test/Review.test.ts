@@ -70,6 +70,18 @@ describe("Review: odd option values are config errors, never defects", () => {
       ])
     }))
 
+  // An options object shaped like the validator's own issue record ({ path, message, value }) was taken for one.
+  it.effect("options shaped like an issue record are reported as unknown options", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(
+        CircuitBreakerSet.make(
+          { path: "x", message: "y", value: 1 } as unknown as Parameters<typeof CircuitBreakerSet.make>[0]
+        )
+      )
+      assert.deepStrictEqual(error.fields, ["path", "message", "value"])
+      assert.include(error.message, "path: Unknown option")
+    }).pipe(Effect.scoped))
+
   // Nested options are read outside any try: options.ts:221 (policy._tag), :31 (Object.values of a duration object,
   // which inside the schema predicate makes decodeIssues rethrow `undefined` at :162-163), CircuitBreakerSet.ts:103
   // (Object.entries(peers)). Only the top level and `halfOpen` are read under presentEntries' try.

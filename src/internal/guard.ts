@@ -282,28 +282,24 @@ const forkProbe = <A, E, R>(
       ),
       (ended) =>
         Effect.withFiber((fiber): Effect.Effect<A, E | CircuitOpenError> => {
-          const callResult = Effect.flatMap(
-            Fiber.await(running),
-            (result) => result._tag === "Failure" ? Exit.failCause(result.cause) : result.value.exit
-          )
+          let endedAtLease: Exit.Exit<A, E> | undefined
           if (Option.isSome(ended)) {
             const result = ended.value
             if (result._tag === "Failure") return Exit.failCause(result.cause)
             if (result.value.recorded) return result.value.exit
-            // It ended as its lease did: too late to decide. One that had lost its slot before is an ordinary call by
-            // then, and a dry run rejects nothing: both give the caller the call's result.
-            if (!holdsSlot(breaker, lease)) return result.value.exit
-            if (breaker.settings.observe) return Effect.andThen(leaseEnded(breaker, fiber), result.value.exit)
-          } else if (!holdsSlot(breaker, lease)) {
-            // The half-open period it probed is over (a reset, another probe's result or lease): it is an ordinary
-            // call now, whose result decides nothing; it runs to its end.
-            return callResult
-          } else if (breaker.settings.observe) {
-            // A dry run interrupts nothing: the circuit reopens as it would, and the caller gets the call's result.
-            return Effect.andThen(leaseEnded(breaker, fiber), callResult)
-          } else {
-            running.interruptUnsafe(fiber.id)
+            endedAtLease = result.value.exit
           }
+          // Its lease has ended: it runs past it, or ended at that very instant, too late to decide.
+          const callResult = endedAtLease ?? Effect.flatMap(
+            Fiber.await(running),
+            (result) => result._tag === "Failure" ? Exit.failCause(result.cause) : result.value.exit
+          )
+          // The half-open period it probed is over (a reset, another probe's result or lease): it is an ordinary call
+          // by then, whose result decides nothing, and it runs to its end.
+          if (!holdsSlot(breaker, lease.ticket)) return callResult
+          // A dry run interrupts nothing: the circuit reopens as it would, and the caller gets the call's result.
+          if (breaker.settings.observe) return Effect.andThen(leaseEnded(breaker, fiber), callResult)
+          if (Option.isNone(ended)) running.interruptUnsafe(fiber.id)
           return Effect.flatMap(
             leaseEnded(breaker, fiber),
             (retryAfter) => breaker.shared.rejections.get(breaker, breaker.name, "Open", retryAfter)
@@ -314,13 +310,13 @@ const forkProbe = <A, E, R>(
 }
 
 /**
- * Whether the probe of `lease` is still the circuit's business at its lease's end: it holds its slot, or its lease
+ * Whether the probe admitted with `ticket` is still the circuit's business at its lease's end: it holds its slot, or its lease
  * ending is what reopened the circuit (another fiber at that same instant may have applied it first).
  */
-const holdsSlot = (breaker: Breaker, lease: { readonly ticket: number; readonly end: number }): boolean => {
+const holdsSlot = (breaker: Breaker, ticket: number): boolean => {
   const state = Ref.getUnsafe(breaker.state)
-  if (state._tag === "HalfOpen") return state.probes.some((probe) => probe.ticket === lease.ticket)
-  return state._tag === "Open" && state.timedOut.includes(lease.ticket)
+  if (state._tag === "HalfOpen") return state.probes.some((probe) => probe.ticket === ticket)
+  return state._tag === "Open" && state.timedOut.includes(ticket)
 }
 
 /** How a probe's call ended, and whether its result was recorded (it was not if it ended past its lease). */

@@ -29,7 +29,7 @@ const toPositiveDuration = (input: unknown): Duration.Duration | undefined => {
   try {
     return positiveOf(input)
   } catch {
-    // An object whose getters throw is no duration.
+    // Not a duration `Duration` can read, or an object whose getters throw.
     return undefined
   }
 }
@@ -42,12 +42,7 @@ const positiveOf = (input: unknown): Duration.Duration | undefined => {
       return undefined
     }
   }
-  let duration: Duration.Duration
-  try {
-    duration = Duration.fromInputUnsafe(input as Duration.Input)
-  } catch {
-    return undefined
-  }
+  const duration = Duration.fromInputUnsafe(input as Duration.Input)
   return Duration.isFinite(duration) && Duration.toNanosUnsafe(duration) > 0n ? duration : undefined
 }
 
@@ -124,23 +119,22 @@ export const configError = (issues: ReadonlyArray<Issue>): CircuitBreakerConfigE
   })
 }
 
-/** The own entries of an options object with `undefined` values left out, or an issue if it cannot be read. */
-const presentEntries = (input: unknown, path: string): Record<string, unknown> | Issue => {
+/** The own entries of an options object with `undefined` values left out, or the issue if it cannot be read. */
+const presentEntries = (
+  input: unknown,
+  path: string
+): { readonly present: Record<string, unknown> } | { readonly issue: Issue } => {
   if (!Predicate.isObject(input) || Array.isArray(input) || Schedule.isSchedule(input)) {
-    return { path, message: "Expected an object of options", value: input }
+    return { issue: { path, message: "Expected an object of options", value: input } }
   }
   try {
     // Own entries only, copied with `fromEntries`: a "__proto__" key stays a key (and is reported as unknown) instead
     // of becoming the prototype, whose properties would slip past validation.
-    return Object.fromEntries(Object.entries(input).filter(([, value]) => value !== undefined))
+    return { present: Object.fromEntries(Object.entries(input).filter(([, value]) => value !== undefined)) }
   } catch (error) {
-    return { path, message: `could not be read (${String(error)})`, value: input }
+    return { issue: { path, message: `could not be read (${String(error)})`, value: input } }
   }
 }
-
-const isIssue = (value: Record<string, unknown> | Issue): value is Issue =>
-  typeof value.path === "string" && typeof value.message === "string" && "value" in value &&
-  Object.keys(value).length === 3
 
 /**
  * Validates raw options against a struct schema of options, then runs `check` on what is present (when given),
@@ -163,8 +157,9 @@ export const decodeIssues = <A>(
   prefix: string,
   check?: (present: Record<string, unknown>) => ReadonlyArray<Issue>
 ): readonly [A | undefined, ReadonlyArray<Issue>] => {
-  const present = presentEntries(input, prefix === "" ? "options" : prefix.slice(0, -1))
-  if (isIssue(present)) return [undefined, [present]]
+  const entries = presentEntries(input, prefix === "" ? "options" : prefix.slice(0, -1))
+  if ("issue" in entries) return [undefined, [entries.issue]]
+  const present = entries.present
   const issues: Array<Issue> = []
   const exit = Schema.decodeUnknownExit(schema)(present, { errors: "all", onExcessProperty: "error" })
   if (Exit.isFailure(exit)) {
@@ -393,8 +388,9 @@ export const checkBreaker = (present: Record<string, unknown>): Array<Issue> => 
 }
 
 const checkHalfOpen = (input: unknown): Array<Issue> => {
-  const present = presentEntries(input, "halfOpen")
-  if (isIssue(present)) return [present]
+  const entries = presentEntries(input, "halfOpen")
+  if ("issue" in entries) return [entries.issue]
+  const present = entries.present
   const issues: Array<Issue> = []
   for (const key of Object.keys(present)) {
     if (!["probes", "successThreshold", "probeTimeout"].includes(key)) {
