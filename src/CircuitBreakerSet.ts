@@ -12,6 +12,7 @@ import * as Effect from "effect/Effect"
 import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import type * as Redis from "effect/persistence/Redis"
 import * as Predicate from "effect/Predicate"
 import * as PubSub from "effect/PubSub"
 import * as Schema from "effect/Schema"
@@ -23,7 +24,9 @@ import type { CircuitOpenError } from "./CircuitOpenError.ts"
 import type { CircuitSnapshot } from "./CircuitSnapshot.ts"
 import type { CircuitState } from "./CircuitState.ts"
 import type { CircuitStateChange } from "./CircuitStateChange.ts"
+import type { FleetStatus } from "./FleetStatus.ts"
 import { makeShared } from "./internal/breaker.ts"
+import { Fleet } from "./internal/fleet.ts"
 import { runPeer } from "./internal/guard.ts"
 import {
   breakerFields,
@@ -39,7 +42,8 @@ import {
   positiveDuration,
   PositiveDurationInput,
   resolve,
-  type Settings
+  type Settings,
+  toPositiveDuration
 } from "./internal/options.ts"
 import { invalidPeer, SetService } from "./internal/set.ts"
 import { monotonicMillis } from "./internal/time.ts"
@@ -275,6 +279,11 @@ export interface Service {
    * ```
    */
   readonly isolate: (peer: string) => Effect.Effect<void, never, Scope.Scope>
+  /**
+   * Whether the set shares its breakers with a fleet right now (see `layerRedis` and `FleetStatus`). An in-memory set
+   * is always `Local`, with the reason `"in-memory set"`.
+   */
+  readonly fleet: Effect.Effect<FleetStatus>
   /** The validated options every breaker of the set uses. */
   readonly options: ResolvedOptions & {
     readonly idleTimeToLive: Duration.Duration
@@ -311,8 +320,14 @@ export interface Service {
  * @category constructors
  * @since 0.1.0
  */
-export const make: (options?: SetOptions) => Effect.Effect<Service, CircuitBreakerConfigError, Scope.Scope> = Effect
-  .fnUntraced(function*(options?: SetOptions) {
+export const make = (options?: SetOptions): Effect.Effect<Service, CircuitBreakerConfigError, Scope.Scope> =>
+  makeWith(options, undefined)
+
+const makeWith: (
+  options: SetOptions | undefined,
+  fleet: FleetOptions | undefined
+) => Effect.Effect<SetService, CircuitBreakerConfigError, Scope.Scope> = Effect
+  .fnUntraced(function*(options: SetOptions | undefined, fleetOptions: FleetOptions | undefined) {
     const decoded = yield* decodeOptions(SetOptionsSchema, options, checkSet)
     const context = yield* Effect.context<never>()
     const settings = yield* resolve(decoded, context)
@@ -327,13 +342,129 @@ export const make: (options?: SetOptions) => Effect.Effect<Service, CircuitBreak
     const shared = makeShared(settings, peers, context, changes, scope, Duration.toMillis(metricRetention))
     // Every series the set registered goes with it: a set built again starts from fresh series.
     yield* Effect.addFinalizer(() => Effect.sync(() => shared.series.releaseAll()))
-    return new SetService(
+    const idleTimeToLive = positiveDuration(decoded.idleTimeToLive ?? defaultIdleTimeToLive)
+    const clock = Context.get(context, Clock.Clock)
+    const fleet = fleetOptions === undefined ? undefined : new Fleet(
+      {
+        redis: fleetOptions.redis,
+        prefix: fleetOptions.prefix,
+        timeout: fleetOptions.timeout,
+        minProcesses: fleetOptions.minProcesses,
+        idleMillis: Duration.toMillis(idleTimeToLive)
+      },
       shared,
-      changes,
-      positiveDuration(decoded.idleTimeToLive ?? defaultIdleTimeToLive),
-      metricRetention,
-      monotonicMillis(Context.get(context, Clock.Clock))
+      context,
+      clock.currentTimeMillisUnsafe()
     )
+    const service = new SetService(shared, changes, idleTimeToLive, metricRetention, monotonicMillis(clock), fleet)
+    if (fleet !== undefined) {
+      fleet.attach(service.registry)
+      shared.fleet = fleet
+      yield* logPerProcessPolicies(settings, peers)
+      yield* Effect.forkScoped(fleet.link)
+    }
+    return service
+  })
+
+/** The fleet's own options, validated (`layerRedis`). */
+interface FleetOptions {
+  readonly redis: Layer.Layer<Redis.Redis, Redis.RedisError>
+  readonly prefix: string
+  readonly timeout: Duration.Duration
+  readonly minProcesses: number
+}
+
+/** Says once, when a fleet set is built, which peers keep their policy per process (it depends on call order). */
+const logPerProcessPolicies = (settings: Settings, peers: ReadonlyMap<string, Settings>): Effect.Effect<void> => {
+  const local: Array<string> = []
+  if (settings.options.policy._tag !== "Window") local.push(`the set's ${settings.options.policy._tag} policy`)
+  for (const [peer, peerSettings] of peers) {
+    if (peerSettings.options.policy._tag !== "Window") {
+      local.push(`peer ${JSON.stringify(peer)}'s ${peerSettings.options.policy._tag} policy`)
+    }
+  }
+  if (local.length === 0) return Effect.void
+  return Effect.logInfo(
+    `Fleet mode shares the window policy only; ${local.join(", ")} decide per process (they depend on call order, ` +
+      "which a fleet does not have)."
+  )
+}
+
+/**
+ * The options of `CircuitBreakerSet.layerRedis`: a set's options, and how to reach the fleet's Redis.
+ *
+ * @category models
+ * @since 0.3.0
+ */
+export interface RedisSetOptions extends SetOptions {
+  /**
+   * The Redis connection, as a layer the set builds itself, in the background, and builds again after an outage: an
+   * application starts (in local mode) while Redis is down. For example `NodeRedis.layer({ url })` from
+   * `@effect/platform-node`; give it `disableOfflineQueue: true`, so that a dead Redis fails commands at once.
+   */
+  readonly redis: Layer.Layer<Redis.Redis, Redis.RedisError>
+  /** Prefix of every key and of the channel (default `"effect-circuit:"`); fleets sharing one Redis need their own. */
+  readonly prefix?: string | undefined
+  /** The longest any Redis call may take before the set goes local (default 100 milliseconds). */
+  readonly timeout?: Duration.Input | undefined
+  /**
+   * How many distinct processes the failures in a window must come from for the fleet to open (default 1): a guard
+   * against one replica with a broken network opening the circuit for all. It adds a condition and caps nothing.
+   */
+  readonly minProcesses?: number | undefined
+}
+
+const fleetDefaults = { prefix: "effect-circuit:", timeout: "100 millis", minProcesses: 1 } as const
+
+/** Checks the fleet's own options, each issue named by its field. */
+const checkFleet = (options: RedisSetOptions): { readonly issues: Array<Issue>; readonly fleet: FleetOptions } => {
+  const issues: Array<Issue> = []
+  if (!Layer.isLayer(options.redis)) {
+    issues.push({
+      path: "redis",
+      message: "must be a Layer providing Redis (e.g. NodeRedis.layer)",
+      value: options.redis
+    })
+  }
+  const prefix = options.prefix ?? fleetDefaults.prefix
+  if (typeof prefix !== "string" || prefix.length === 0 || /[{}\s]/.test(prefix)) {
+    issues.push({
+      path: "prefix",
+      message: "must be a non-empty string without braces or spaces (braces would break the keys' hash tag)",
+      value: prefix
+    })
+  }
+  const timeout = toPositiveDuration(options.timeout ?? fleetDefaults.timeout)
+  if (timeout === undefined || !Duration.isFinite(timeout)) {
+    issues.push({ path: "timeout", message: "must be a positive, finite duration", value: options.timeout })
+  }
+  const minProcesses = options.minProcesses ?? fleetDefaults.minProcesses
+  if (typeof minProcesses !== "number" || !Number.isSafeInteger(minProcesses) || minProcesses < 1) {
+    issues.push({ path: "minProcesses", message: "must be a whole number of at least 1", value: minProcesses })
+  }
+  return {
+    issues,
+    fleet: { redis: options.redis, prefix, timeout: timeout ?? Duration.zero, minProcesses }
+  }
+}
+
+/**
+ * Builds a set whose breakers the fleet shares through Redis; see `CircuitBreakerSet.layerRedis`.
+ *
+ * @category constructors
+ * @since 0.3.0
+ */
+export const makeRedis = (options: RedisSetOptions): Effect.Effect<Service, CircuitBreakerConfigError, Scope.Scope> =>
+  Effect.suspend(() => {
+    if (typeof options !== "object" || options === null) {
+      return Effect.fail(
+        configError([{ path: "redis", message: "options with a redis layer are required", value: options }])
+      )
+    }
+    const { minProcesses: _m, prefix: _p, redis: _r, timeout: _t, ...setOptions } = options
+    const { fleet, issues } = checkFleet(options)
+    if (issues.length > 0) return Effect.fail(configError(issues))
+    return makeWith(setOptions, fleet)
   })
 
 /**
@@ -384,6 +515,14 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
   static readonly make = make
 
   /**
+   * Builds a fleet set's service in the current scope; see `layerRedis`.
+   *
+   * @category constructors
+   * @since 0.3.0
+   */
+  static readonly makeRedis = makeRedis
+
+  /**
    * A layer providing a set whose breakers all use `options`. Fails with `CircuitBreakerConfigError`, naming each
    * invalid field, if the options are invalid.
    *
@@ -406,6 +545,48 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
    */
   static readonly layer = (options?: SetOptions): Layer.Layer<CircuitBreakerSet, CircuitBreakerConfigError> =>
     Layer.effect(CircuitBreakerSet, make(options))
+
+  /**
+   * A layer providing a set whose breakers every replica of a service shares through Redis: a peer that fails for
+   * the fleet opens for the fleet, and exactly one call in the fleet probes it.
+   *
+   * **Details**
+   *
+   * - A call to a closed circuit sends nothing to Redis and waits for nothing. A counted failure is sent by one
+   *   script after the caller has its result; openings reach every process by pub/sub, inside the same step.
+   * - The `window` policy is shared, with Redis `TIME` as the only clock; other policies stay per process (logged
+   *   once when the layer is built).
+   * - Each process keeps its local breakers; a call meets the stricter of the fleet's circuit and its own.
+   * - When Redis is unreachable, refused or hung, the set goes local within `2 × timeout + 1 s`: calls proceed as with
+   *   `layer`, and never wait on Redis longer than `timeout`. It logs one Warning when it goes local, one Info when it
+   *   comes back, replays the failures it saw meanwhile, and re-reads the peers it holds open.
+   * - `reset` and `isolate` act on the fleet. An isolation is a lease of 10 seconds that its holder renews every
+   *   second: a process that dies while holding one releases it within 10 seconds.
+   *
+   * **Gotchas**
+   *
+   * - The layer builds `redis` itself, in the background, and builds it again after an outage: do not provide the
+   *   Redis layer to it. A bad option fails the layer with `CircuitBreakerConfigError`; Redis being down does not.
+   * - Fleets that share one Redis need their own `prefix`.
+   *
+   * **Example** (Sharing breakers across replicas)
+   *
+   * ```ts
+   * import { NodeRedis } from "@effect/platform-node"
+   * import { CircuitBreakerSet } from "effect-circuit"
+   *
+   * const BreakersLive = CircuitBreakerSet.layerRedis({
+   *   redis: NodeRedis.layer({ url: "redis://127.0.0.1:6379", disableOfflineQueue: true }),
+   *   maxFailures: 5,
+   *   minProcesses: 2
+   * })
+   * ```
+   *
+   * @category layers
+   * @since 0.3.0
+   */
+  static readonly layerRedis = (options: RedisSetOptions): Layer.Layer<CircuitBreakerSet, CircuitBreakerConfigError> =>
+    Layer.effect(CircuitBreakerSet, makeRedis(options))
 
   /**
    * A layer whose options are read through Effect's `Config`, by default from the environment:
@@ -517,6 +698,9 @@ export const withBreaker: {
     typeof peer !== "string" ? invalidPeer(peer) : Effect.withFiber((fiber) => {
       const set = Context.getUnsafe(fiber.context, CircuitBreakerSet)
       // A service built some other way (a test double, say) guards the call itself.
-      return set instanceof SetService ? runPeer(fiber, set.registry, peer, self) : set.withBreaker(peer)(self)
+      if (!(set instanceof SetService)) return set.withBreaker(peer)(self)
+      return set.fleetMode === undefined
+        ? runPeer(fiber, set.registry, peer, self)
+        : set.fleetMode.run(fiber, peer, self)
     })
 )

@@ -83,7 +83,12 @@ export const CircuitStateChange = Schema.Struct({
   to: StateTag,
   at: Schema.Number,
   reason: Reason,
-  opening: Schema.Number
+  opening: Schema.Number,
+  /**
+   * In fleet mode, a change of the fleet's circuit carries the id of the process whose call caused it; a change of
+   * this process's local breaker carries none.
+   */
+  process: Schema.optionalKey(Schema.String)
 })
 
 /**

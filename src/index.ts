@@ -46,6 +46,7 @@ export { CircuitBreakerSet, withBreaker } from "./CircuitBreakerSet.ts"
 export type {
   ConfigLayerOptions,
   PeerOptions,
+  RedisSetOptions,
   Service as CircuitBreakerSetService,
   SetOptions
 } from "./CircuitBreakerSet.ts"
@@ -82,3 +83,11 @@ export * as CircuitSnapshot from "./CircuitSnapshot.ts"
  * @since 0.1.0
  */
 export * as CircuitStateChange from "./CircuitStateChange.ts"
+
+/**
+ * Whether a set shares its breakers with a fleet right now: `Connected`, or `Local` with why and the failures
+ * waiting to be replayed (see `CircuitBreakerSet.layerRedis`).
+ *
+ * @since 0.3.0
+ */
+export * as FleetStatus from "./FleetStatus.ts"

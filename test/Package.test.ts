@@ -42,6 +42,7 @@ const publicNames = [
   "CircuitSnapshot",
   "CircuitState",
   "CircuitStateChange",
+  "FleetStatus",
   "OpenDuration",
   "Policy",
   "RejectedBy",

@@ -4,6 +4,7 @@
  */
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
 import * as Pipeable from "effect/Pipeable"
 import type * as PubSub from "effect/PubSub"
 import * as Ref from "effect/Ref"
@@ -32,6 +33,8 @@ export interface Shared {
   /** Where state changes are published; only a set has one. */
   readonly changes: PubSub.PubSub<CircuitStateChange> | undefined
   readonly rejections: RejectionCache
+  /** In fleet mode, where counted failures go to be shared (see `fleet.ts`). */
+  fleet: FleetHook | undefined
   /** Where probes run: a set's scope, which interrupts them when it closes; a single breaker has none. */
   readonly probes: Scope.Scope | undefined
   /** A warning to log in the next call's fiber (a `metricPeerLabel` that threw); logged once per set. */
@@ -42,6 +45,11 @@ export interface Shared {
   readonly warnedIsFailure: WeakSet<Breaker>
   /** The context a call to `breaker` from `base` last ran in (see `guard.ts`); a cache, one entry per set. */
   lastMarked: LastMarked | undefined
+}
+
+/** What the call path tells a fleet: a counted failure, once the call's result is settled. */
+export interface FleetHook {
+  failed(breaker: Breaker, fiber: Fiber.Fiber<unknown, unknown>): void
 }
 
 /** The breakers whose guard the current call runs under, innermost first (inherited by the fibers it forks). */
@@ -91,6 +99,7 @@ export const makeShared = (
       ))
     }),
     changes,
+    fleet: undefined,
     rejections: new RejectionCache(),
     probes,
     pendingWarning: undefined,

@@ -432,6 +432,7 @@ const settleOutcome = (
     : classify(exit, breaker.settings.options.isFailure, (error) => (thrown ??= { error }))
   if (outcome === "success") breaker.series.success()
   else breaker.series.count(outcome)
+  if (outcome === "failure" && breaker.shared.fleet !== undefined) breaker.shared.fleet.failed(breaker, fiber)
   const limits = breaker.settings.limits
   const stored = Ref.getUnsafe(breaker.state)
   if (
@@ -457,7 +458,7 @@ const settleOutcome = (
 }
 
 /** How a call ended, as far as the breaker is concerned. */
-const classify = (
+export const classify = (
   exit: Exit.Exit<unknown, unknown>,
   isFailure: (error: unknown) => boolean,
   onThrow: (error: unknown) => void

@@ -21,7 +21,7 @@ import { compile, type Compiled } from "./policy.ts"
 const durationExpectation = "a finite duration of at least 1 nanosecond (a Duration, a number of milliseconds, or a " +
   "string such as \"10 seconds\")"
 
-const toPositiveDuration = (input: unknown): Duration.Duration | undefined => {
+export const toPositiveDuration = (input: unknown): Duration.Duration | undefined => {
   if (input === null || input === undefined || typeof input === "boolean" || typeof input === "function") {
     return undefined
   }

@@ -11,8 +11,10 @@ import * as Ref from "effect/Ref"
 import * as Stream from "effect/Stream"
 import type { Service } from "../CircuitBreakerSet.ts"
 import type { PeerSnapshot } from "../CircuitSnapshot.ts"
+import type { CircuitState } from "../CircuitState.ts"
 import type { CircuitStateChange, Reason } from "../CircuitStateChange.ts"
 import { isIdle, PeerBreaker, type Shared } from "./breaker.ts"
+import type { Fleet } from "./fleet.ts"
 import { applyOperatorChange, guardPeer, type PeerRegistry } from "./guard.ts"
 import * as machine from "./machine.ts"
 import { Registry } from "./registry.ts"
@@ -58,6 +60,9 @@ export class SetService implements Service {
   readonly registry: PeerRegistry
   readonly changes: Stream.Stream<CircuitStateChange>
   readonly options: Service["options"]
+  /** In fleet mode, the fleet's half of the set; the top-level `withBreaker` guards through it. */
+  readonly fleetMode: Fleet | undefined
+  readonly fleet: Service["fleet"]
   readonly #shared: Shared
   /**
    * The generation each recently dropped breaker was at. A breaker recreated for its peer goes on from it, so that a
@@ -71,9 +76,15 @@ export class SetService implements Service {
     changes: PubSub.PubSub<CircuitStateChange>,
     idleTimeToLive: Duration.Duration,
     metricRetention: Duration.Duration,
-    origin: number
+    origin: number,
+    fleet: Fleet | undefined
   ) {
     this.#shared = shared
+    this.fleetMode = fleet
+    const builtAt = Date.now()
+    this.fleet = fleet === undefined
+      ? Effect.sync(() => ({ _tag: "Local", since: builtAt, reason: "in-memory set", pendingFailures: 0 }))
+      : Effect.sync(() => fleet.status())
     this.registry = new Registry<PeerBreaker, Context.Context<never>>({
       timeToLive: Duration.toMillis(idleTimeToLive),
       origin,
@@ -97,13 +108,27 @@ export class SetService implements Service {
   }
 
   readonly withBreaker: Service["withBreaker"] = (peer) =>
-    typeof peer === "string" ? (self) => guardPeer(this.registry, peer, self) : () => invalidPeer(peer)
+    typeof peer !== "string"
+      ? () => invalidPeer(peer)
+      : this.fleetMode === undefined
+      ? (self) => guardPeer(this.registry, peer, self)
+      : (self) => this.fleetMode!.guard(peer, self)
 
   readonly state: Service["state"] = (peer) =>
     typeof peer === "string"
       // Looked up when the effect runs, not when it is built: a health check built once reads the circuit of now.
-      ? Effect.suspend(() =>
-        readState(this.registry.get(peer)?.state, (this.#shared.peers.get(peer) ?? this.#shared.settings).limits)
+      ? Effect.flatMap(
+        Effect.suspend(() =>
+          readState(this.registry.get(peer)?.state, (this.#shared.peers.get(peer) ?? this.#shared.settings).limits)
+        ),
+        (local) =>
+          this.fleetMode === undefined ?
+            Effect.succeed(local) :
+            Effect.clockWith((clock) =>
+              Effect.sync(() =>
+                stricter(local, this.fleetMode!.stateOf(peer, monotonicMillis(clock), clock.currentTimeMillisUnsafe()))
+              )
+            )
       )
       : invalidPeer(peer)
 
@@ -112,9 +137,19 @@ export class SetService implements Service {
       const now = monotonicMillis(clock)
       const at = clock.currentTimeMillisUnsafe()
       const peers: Array<PeerSnapshot> = []
+      const fleet = this.fleetMode
       for (const [peer, breaker] of this.registry.entries(now)) {
-        const state = toCircuitState(Ref.getUnsafe(breaker.state), now, at, breaker.settings.limits)
+        const local = toCircuitState(Ref.getUnsafe(breaker.state), now, at, breaker.settings.limits)
+        const state = fleet === undefined ? local : stricter(local, fleet.stateOf(peer, now, at))
         peers.push(toPeerSnapshot(peer, state, at))
+      }
+      // Peers the fleet holds open that this process has not called (or has dropped).
+      if (fleet !== undefined) {
+        for (const peer of fleet.peersNotClosed()) {
+          if (this.registry.get(peer) !== undefined) continue
+          const state = fleet.stateOf(peer, now, at)
+          if (state !== undefined) peers.push(toPeerSnapshot(peer, state, at))
+        }
       }
       return { at, peers }
     })
@@ -125,15 +160,42 @@ export class SetService implements Service {
   readonly reset: Service["reset"] = (peer) =>
     typeof peer !== "string" ?
       invalidPeer(peer) :
-      Effect.suspend(() =>
-        this.registry.get(peer) === undefined ? Effect.void : this.#operate(peer, machine.reset, "reset")
-      )
+      Effect.suspend(() => {
+        const local = this.registry.get(peer) === undefined ? Effect.void : this.#operate(peer, machine.reset, "reset")
+        const fleet = this.fleetMode
+        if (fleet === undefined) return local
+        return Effect.andThen(local, this.#withBreaker(peer, (breaker) => fleet.reset(breaker)))
+      })
 
-  readonly isolate: Service["isolate"] = (peer) =>
-    Effect.acquireRelease(
-      this.#operate(peer, machine.isolate, "isolated"),
-      () => this.#operate(peer, machine.release, "released")
+  readonly isolate: Service["isolate"] = (peer) => {
+    const fleet = this.fleetMode
+    if (fleet === undefined || typeof peer !== "string") {
+      return Effect.acquireRelease(
+        this.#operate(peer, machine.isolate, "isolated"),
+        () => this.#operate(peer, machine.release, "released")
+      )
+    }
+    return Effect.acquireRelease(
+      Effect.andThen(
+        this.#operate(peer, machine.isolate, "isolated"),
+        this.#withBreaker(peer, (breaker) => fleet.isolate(breaker, true))
+      ),
+      () =>
+        Effect.andThen(
+          this.#operate(peer, machine.release, "released"),
+          this.#withBreaker(peer, (breaker) => fleet.isolate(breaker, false))
+        )
     )
+  }
+
+  /** Runs `f` with `peer`'s breaker (for its settings), pinned meanwhile so that the set cannot drop it. */
+  #withBreaker(peer: string, f: (breaker: PeerBreaker) => Effect.Effect<void>): Effect.Effect<void> {
+    return Effect.uninterruptible(Effect.withFiber((fiber) => {
+      const breaker = this.registry.getOrCreate(peer, monotonicMillis(clockOf(fiber)))
+      breaker.pins++
+      return Effect.ensuring(f(breaker), Effect.sync(() => breaker.pins--))
+    }))
+  }
 
   /** Applies an operator's change to `peer`'s breaker, creating it if the set does not hold it. */
   #operate(
@@ -151,3 +213,9 @@ export class SetService implements Service {
     }))
   }
 }
+
+const strictness = { Closed: 0, HalfOpen: 1, Open: 2 } as const
+
+/** The stricter of a peer's local state and its fleet view (Open beats HalfOpen beats Closed): what a call meets. */
+const stricter = (local: CircuitState, fleet: CircuitState | undefined): CircuitState =>
+  fleet !== undefined && strictness[fleet._tag] > strictness[local._tag] ? fleet : local

@@ -1,0 +1,742 @@
+/**
+ * Fleet mode: a set's breakers share each peer's state with every replica through Redis (see `fleetScripts.ts`).
+ *
+ * Layout, and why:
+ * - Each process keeps its local breakers exactly as the in-memory set does, and beside them a view of the fleet's
+ *   circuit for the peers the fleet holds open, half-open or isolated. A call to a peer with no such view (nearly
+ *   every call) is the in-memory set's call: no Redis, no wait.
+ * - A counted failure on a closed fleet circuit is sent by one script after the caller has its result; the reply, and
+ *   the message every change publishes, update the views. A call finds a view that is not Closed and rejects on its
+ *   deadline; past it, one call per process asks Redis for the probe slot, which exactly one call in the fleet gets.
+ * - The stricter of the fleet's view and the local breaker decides: a call the fleet admits still passes the local
+ *   breaker's guard.
+ * - One background fiber holds the link: it builds the user's Redis layer (so that an application starts while Redis
+ *   is down), subscribes, checks health once a second, and on trouble goes local: every call then proceeds as with
+ *   the in-memory set, failures are kept for replay, and the link is rebuilt until Redis answers.
+ */
+import * as Cause from "effect/Cause"
+import type * as Clock from "effect/Clock"
+import type * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import type * as Redis from "effect/persistence/Redis"
+import * as PubSub from "effect/PubSub"
+import * as Queue from "effect/Queue"
+import * as References from "effect/References"
+import * as Scope from "effect/Scope"
+import type { CircuitOpenError } from "../CircuitOpenError.ts"
+import type { CircuitState } from "../CircuitState.ts"
+import type { Reason, StateTag } from "../CircuitStateChange.ts"
+import type { FleetStatus } from "../FleetStatus.ts"
+import type { Breaker, Shared } from "./breaker.ts"
+import { displayPeer } from "./display.ts"
+import * as scripts from "./fleetScripts.ts"
+import { classify, type PeerRegistry, runPeer } from "./guard.ts"
+import { annotateSpan } from "./report.ts"
+import { clockOf, monotonicMillis } from "./time.ts"
+
+/** What `layerRedis` adds to a set's options, resolved. */
+export interface FleetConfig {
+  readonly redis: Layer.Layer<Redis.Redis, Redis.RedisError>
+  readonly prefix: string
+  readonly timeout: Duration.Duration
+  readonly minProcesses: number
+  readonly idleMillis: number
+}
+
+/** How often a connected process checks that Redis answers, and how soon a local one tries again. */
+const healthInterval = Duration.seconds(1)
+/** How long an isolation lasts in Redis unless its holder renews it (every health check): a dead holder's lapses. */
+export const isolationLeaseMillis = 10_000
+/** Openings whose durations travel with each script call; later openings last as long as the last of them. */
+const openingsSent = 32
+/** Failures kept for replay while local, per peer at most the policy's `maxFailures` + 1, over at most this many peers. */
+const maxPendingPeers = 10_000
+/** Generations of fleet circuits seen closing, kept to tell a late reply from news; the oldest are forgotten first. */
+const maxClosedGenerations = 10_000
+
+type ViewTag = "Open" | "HalfOpen" | "Isolated"
+
+/** This process's view of a peer's fleet circuit that is not closed. */
+interface View {
+  readonly tag: ViewTag
+  readonly generation: number
+  /** Monotonic time at which a call should ask Redis again (or, while local, probe alone). */
+  deadline: number
+  readonly opening: number
+  readonly reason: string
+  readonly openedBy: string
+  readonly openedAtWall: number
+  readonly openMillis: number
+  /** While local: probes running alone in this process, and those that succeeded. */
+  localProbes: number
+  localSuccesses: number
+}
+
+/** A peer's rule when the fleet shares it: only the `window` policy is shared. */
+const windowRuleOf = (breaker: Breaker, minProcesses: number): scripts.WindowRule | undefined => {
+  const policy = breaker.settings.options.policy
+  if (policy._tag !== "Window") return undefined
+  return {
+    maxFailures: policy.maxFailures,
+    windowMillis: Duration.toMillis(Duration.fromInputUnsafe(policy.window)),
+    minProcesses
+  }
+}
+
+const stateTagOf = (tag: ViewTag | "Closed"): StateTag => tag === "Isolated" ? "Open" : tag
+
+/** The fleet half of a set in fleet mode. */
+export class Fleet {
+  /** This process's id in the fleet: it names the process in changes and counts distinct reporters. */
+  readonly process = Math.random().toString(36).slice(2, 10)
+  readonly channel: string
+  readonly config: FleetConfig
+  readonly #views = new Map<string, View>()
+  readonly #closedGenerations = new Map<string, number>()
+  readonly #pending = new Map<string, Array<number>>()
+  /** Isolations this process holds, by peer: renewed in Redis while held. */
+  readonly #isolations = new Map<string, number>()
+  #redis: Redis.Redis["Service"] | undefined = undefined
+  #lost: Deferred.Deferred<string> | undefined = undefined
+  #status: { readonly connected: boolean; readonly since: number; readonly reason: string }
+  #registry: PeerRegistry | undefined = undefined
+  readonly #shared: Shared
+  readonly #context: Context.Context<never>
+  readonly #storeUp = Metric.gauge("circuit_breaker_store_up", {
+    description: "1 while the fleet's Redis answers, 0 while the set runs on local breakers"
+  })
+  readonly #storeErrors = Metric.counter("circuit_breaker_store_errors_total", {
+    description: "Redis calls of the fleet that failed or timed out"
+  })
+
+  constructor(config: FleetConfig, shared: Shared, context: Context.Context<never>, wallNow: number) {
+    this.config = config
+    this.channel = `${config.prefix}changes`
+    this.#shared = shared
+    this.#context = context
+    this.#status = { connected: false, since: wallNow, reason: "connecting" }
+  }
+
+  attach(registry: PeerRegistry): void {
+    this.#registry = registry
+  }
+
+  get #peers(): PeerRegistry {
+    return this.#registry!
+  }
+
+  /** The fleet's status, as `CircuitBreakerSet.fleet` reports it. */
+  status(): FleetStatus {
+    const status = this.#status
+    if (status.connected) return { _tag: "Connected", since: status.since }
+    let pendingFailures = 0
+    for (const times of this.#pending.values()) pendingFailures += times.length
+    return { _tag: "Local", since: status.since, reason: status.reason, pendingFailures }
+  }
+
+  // --- calls ---------------------------------------------------------------------------------------------------
+
+  /** Guards `self` with `peer`'s breakers: the fleet's view first, when it has one, then the local breaker. */
+  run<A, E, R>(
+    fiber: Fiber.Fiber<unknown, unknown>,
+    peer: string,
+    self: Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | CircuitOpenError, R> {
+    if (this.#views.size === 0) return runPeer(fiber, this.#peers, peer, self)
+    const view = this.#views.get(peer)
+    if (view === undefined) return runPeer(fiber, this.#peers, peer, self)
+    return this.#runNotClosed(fiber, peer, view, self)
+  }
+
+  #runNotClosed<A, E, R>(
+    fiber: Fiber.Fiber<unknown, unknown>,
+    peer: string,
+    view: View,
+    self: Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | CircuitOpenError, R> {
+    const breaker = this.#peers.lookup(peer, fiber.context)
+    const now = monotonicMillis(clockOf(fiber))
+    if (now < view.deadline) return this.#reject(fiber, breaker, view.tag, view.deadline - now, self)
+    if (this.#redis !== undefined) return runPeer(fiber, this.#peers, peer, this.#askForProbe(peer, self))
+    return this.#probeAlone(fiber, breaker, view, self)
+  }
+
+  #reject<A, E, R>(
+    fiber: Fiber.Fiber<unknown, unknown>,
+    breaker: Breaker,
+    tag: ViewTag,
+    retryAfterMillis: number,
+    self: Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | CircuitOpenError, R> {
+    annotateSpan(fiber, breaker.name, stateTagOf(tag))
+    if (breaker.settings.observe) {
+      breaker.series.count("would_reject")
+      return runPeer(fiber, this.#peers, breaker.name, self)
+    }
+    breaker.series.count("rejected")
+    return breaker.shared.rejections.get(breaker, breaker.name, tag, retryAfterMillis)
+  }
+
+  /**
+   * A call past its view's deadline, while connected: asks Redis for a probe slot. Uninterruptibly up to the wait
+   * for the probe's result (bounded by `timeout`), so that a slot taken is always followed by its probe.
+   */
+  #askForProbe<A, E, R>(peer: string, self: Effect.Effect<A, E, R>): Effect.Effect<A, E | CircuitOpenError, R> {
+    return Effect.uninterruptibleMask((restore) =>
+      Effect.withFiber((fiber) => {
+        const breaker = this.#peers.lookup(peer, fiber.context)
+        const redis = this.#redis
+        const rule = this.#ruleOf(breaker)
+        // Gone local meanwhile, or a peer whose policy the fleet does not share (it has no view then).
+        if (redis === undefined || rule === undefined) return restore(this.guard(peer, self))
+        const context = this.#scriptContext(breaker, fiber.context)
+        return Effect.matchCauseEffect(this.#send(redis.eval(scripts.admit)(context)), {
+          onFailure: (cause) => Effect.andThen(this.#fail(cause), restore(this.guard(peer, self))),
+          onSuccess: (reply): Effect.Effect<A, E | CircuitOpenError, R> => {
+            const clock = clockOf(fiber)
+            const now = monotonicMillis(clock)
+            if (reply[0] === "P") {
+              const ticket = reply[1]
+              const leaseMillis = Number(reply[2])
+              this.#observe(peer, ["H", ticket, ...reply.slice(2)] as unknown as scripts.Reply, now, clock, "probe")
+              const view = this.#views.get(peer)
+              if (view !== undefined && breaker.settings.limits.probes > 1) view.deadline = now
+              breaker.series.probe()
+              const probe = this.#probe(breaker, context, rule, ticket, leaseMillis, self)
+              const scope = this.#shared.probes!
+              return Effect.flatMap(Effect.forkIn(probe, scope), (running) => restore(Fiber.join(running)))
+            }
+            this.#observe(peer, reply, now, clock, undefined)
+            if (reply[0] === "C") return restore(self)
+            return restore(this.#reject(fiber, breaker, tagOfReply(reply[0]), Number(reply[2]), self))
+          }
+        })
+      })
+    )
+  }
+
+  /**
+   * The fleet's probe, in a fiber of the set's scope: its caller may stop waiting, and it runs on. A probe still
+   * running when its lease ends is interrupted and counted as timed out (in observe mode it runs on).
+   */
+  #probe<A, E, R>(
+    breaker: Breaker,
+    context: scripts.ScriptContext,
+    rule: scripts.WindowRule,
+    ticket: string,
+    leaseMillis: number,
+    self: Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | CircuitOpenError, R> {
+    const bounded: Effect.Effect<Option.Option<A>, E, R> = breaker.settings.observe
+      ? Effect.asSome(self)
+      : Effect.timeoutOption(self, Duration.millis(leaseMillis))
+    return Effect.flatMap(
+      Effect.exit(bounded),
+      (ended) =>
+        Effect.withFiber((fiber): Effect.Effect<A, E | CircuitOpenError> => {
+          const result: Exit.Exit<A, E> | undefined = Exit.isFailure(ended)
+            ? Exit.failCause(ended.cause)
+            : Option.isSome(ended.value)
+            ? Exit.succeed(ended.value.value)
+            : undefined
+          const outcome: scripts.FleetOutcome = result === undefined
+            ? "timeout"
+            : classify(result, breaker.settings.options.isFailure, () => {})
+          const redis = this.#redis
+          const recorded = redis === undefined
+            ? Effect.void
+            : Effect.matchCauseEffect(this.#send(redis.eval(scripts.record)(context, ticket, outcome, 0, rule)), {
+              onFailure: (cause) => this.#fail(cause),
+              onSuccess: (reply) => {
+                const clock = clockOf(fiber)
+                return Effect.sync(() => this.#observe(breaker.name, reply, monotonicMillis(clock), clock, undefined))
+              }
+            })
+          // A probe whose lease ended has failed: its caller is told the circuit is open again.
+          const answer: Effect.Effect<A, E | CircuitOpenError> = result ??
+            this.#shared.rejections.get(breaker, breaker.name, "Open", 0)
+          return Effect.andThen(recorded, answer)
+        })
+    )
+  }
+
+  /**
+   * A call past its view's deadline while Redis does not answer: the process decides alone, with at most
+   * `halfOpen.probes` probes at once, and the view's opening duration after a failed one.
+   */
+  #probeAlone<A, E, R>(
+    fiber: Fiber.Fiber<unknown, unknown>,
+    breaker: Breaker,
+    view: View,
+    self: Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | CircuitOpenError, R> {
+    const limits = breaker.settings.limits
+    if (view.localProbes >= limits.probes) {
+      return this.#reject(fiber, breaker, "HalfOpen", limits.probeTimeoutMillis ?? view.openMillis, self)
+    }
+    view.localProbes++
+    const probed = Effect.onExit(self, (exit) =>
+      Effect.clockWith((clock) =>
+        Effect.sync(() => {
+          view.localProbes--
+          if (this.#views.get(breaker.name) !== view) return
+          const outcome = classify(exit, breaker.settings.options.isFailure, () => {})
+          if (outcome === "failure") {
+            view.deadline = monotonicMillis(clock) + view.openMillis
+            view.localSuccesses = 0
+          } else if (outcome === "success" && ++view.localSuccesses >= limits.successThreshold) {
+            this.#close(breaker.name, view.generation, "probe-succeeded", this.process, clock)
+          }
+        })
+      ))
+    return runPeer(fiber, this.#peers, breaker.name, probed)
+  }
+
+  /** Guards `self` with `peer`'s breakers, deciding when the effect runs. */
+  guard<A, E, R>(peer: string, self: Effect.Effect<A, E, R>): Effect.Effect<A, E | CircuitOpenError, R> {
+    return Effect.withFiber((fiber) => this.run(fiber, peer, self))
+  }
+
+  /**
+   * A counted failure, reported by the local breaker once the call's result is settled: sent to Redis in a fiber of
+   * its own when the fleet's circuit is closed, or kept for replay while local.
+   */
+  failed(breaker: Breaker, fiber: Fiber.Fiber<unknown, unknown>): void {
+    const rule = this.#ruleOf(breaker)
+    if (rule === undefined) return
+    const view = this.#views.get(breaker.name)
+    if (view !== undefined) return
+    const at = monotonicMillis(clockOf(fiber))
+    const redis = this.#redis
+    if (redis === undefined) return this.#keep(breaker.name, at, rule)
+    const context = this.#scriptContext(breaker, fiber.context)
+    Effect.runForkWith(this.#context)(this.#sendFailure(redis, breaker, context, rule, at))
+  }
+
+  #sendFailure(
+    redis: Redis.Redis["Service"],
+    breaker: Breaker,
+    context: scripts.ScriptContext,
+    rule: scripts.WindowRule,
+    at: number
+  ): Effect.Effect<void> {
+    return Effect.clockWith((clock) =>
+      Effect.matchCauseEffect(
+        this.#send(redis.eval(scripts.record)(context, "*", "failure", monotonicMillis(clock) - at, rule)),
+        {
+          onFailure: (cause) =>
+            Effect.andThen(Effect.sync(() => this.#keep(breaker.name, at, rule)), this.#fail(cause)),
+          onSuccess: (reply) =>
+            Effect.sync(() => this.#observe(breaker.name, reply, monotonicMillis(clock), clock, undefined))
+        }
+      )
+    )
+  }
+
+  #keep(peer: string, at: number, rule: scripts.WindowRule): void {
+    let times = this.#pending.get(peer)
+    if (times === undefined) {
+      if (this.#pending.size >= maxPendingPeers) {
+        for (const oldest of this.#pending.keys()) {
+          this.#pending.delete(oldest)
+          break
+        }
+      }
+      times = []
+      this.#pending.set(peer, times)
+    }
+    times.push(at)
+    // A window never needs more than `maxFailures` + 1 failures to decide.
+    if (times.length > rule.maxFailures + 1) times.shift()
+  }
+
+  #ruleOf(breaker: Breaker): scripts.WindowRule | undefined {
+    return windowRuleOf(breaker, this.config.minProcesses)
+  }
+
+  #scriptContext(breaker: Breaker, context: Context.Context<never>): scripts.ScriptContext {
+    const openings = breaker.openings(context)
+    const delays: Array<number> = []
+    for (let opening = 1; opening <= openingsSent; opening++) delays.push(Math.round(openings.delay(opening)))
+    const limits = breaker.settings.limits
+    return {
+      key: `${this.config.prefix}{${encodeURIComponent(breaker.name)}}`,
+      peer: encodeURIComponent(breaker.name),
+      channel: this.channel,
+      process: this.process,
+      idleMillis: this.config.idleMillis,
+      probes: limits.probes,
+      probeTimeoutMillis: limits.probeTimeoutMillis,
+      delays,
+      successThreshold: limits.successThreshold,
+      now: undefined
+    }
+  }
+
+  /** A Redis call under the fleet's timeout; a failure or a timeout is counted as a store error. */
+  #send<A>(call: Effect.Effect<A, Redis.RedisError>): Effect.Effect<A, Redis.RedisError | Cause.TimeoutError> {
+    return Effect.tapCause(
+      Effect.timeout(call, this.config.timeout),
+      () => Metric.update(this.#storeErrors, 1)
+    )
+  }
+
+  /** A Redis call failed: the link is lost, and the set goes local until it is rebuilt. */
+  #fail(cause: Cause.Cause<unknown>): Effect.Effect<void> {
+    return Effect.sync(() => {
+      if (this.#redis === undefined) return
+      this.#redis = undefined
+      if (this.#lost !== undefined) Deferred.doneUnsafe(this.#lost, Exit.succeed(describe(cause)))
+    })
+  }
+
+  // --- views ---------------------------------------------------------------------------------------------------
+
+  /** Applies what Redis said of `peer` (a reply or a message), if it is news, and reports a change of state. */
+  #observe(
+    peer: string,
+    reply: scripts.Reply,
+    now: number,
+    clock: Clock.Clock,
+    transition: Reason | undefined,
+    by?: string
+  ): void {
+    const [state, generationText, remaining, opening, reason, openedBy, openMillis, openedAgo] = reply
+    const generation = Number(generationText)
+    const before = this.#views.get(peer)
+    const known = before?.generation ?? this.#closedGenerations.get(peer) ?? -1
+    if (generation < known) return
+    if (state === "C") {
+      if (before !== undefined) this.#close(peer, generation, transition ?? "probe-succeeded", by ?? openedBy, clock)
+      else this.#rememberClosed(peer, generation)
+      return
+    }
+    const tag = tagOfReply(state)
+    const wallNow = clock.currentTimeMillisUnsafe()
+    const view: View = {
+      tag,
+      generation,
+      deadline: now + Number(remaining),
+      opening: Number(opening),
+      reason,
+      openedBy,
+      openedAtWall: wallNow - Number(openedAgo),
+      openMillis: Number(openMillis),
+      localProbes: before?.localProbes ?? 0,
+      localSuccesses: 0
+    }
+    this.#views.set(peer, view)
+    this.#closedGenerations.delete(peer)
+    if (before?.tag === tag && before.opening === view.opening) return
+    const reported: Reason = transition ?? (tag === "Isolated"
+      ? "isolated"
+      : tag === "HalfOpen"
+      ? "probe"
+      : (reason as Reason))
+    this.#report(peer, before?.tag ?? "Closed", tag, reported, tag === "Isolated" ? 0 : view.opening, by ?? openedBy)
+  }
+
+  #close(peer: string, generation: number, reason: Reason, by: string, _clock: Clock.Clock): void {
+    const before = this.#views.get(peer)
+    this.#views.delete(peer)
+    this.#rememberClosed(peer, generation)
+    if (before !== undefined) this.#report(peer, before.tag, "Closed", reason, 0, by)
+  }
+
+  #rememberClosed(peer: string, generation: number): void {
+    this.#closedGenerations.delete(peer)
+    this.#closedGenerations.set(peer, generation)
+    if (this.#closedGenerations.size > maxClosedGenerations) {
+      for (const oldest of this.#closedGenerations.keys()) {
+        this.#closedGenerations.delete(oldest)
+        break
+      }
+    }
+  }
+
+  /** Publishes a change of the fleet's circuit in `changes`, and logs it, naming the process that caused it. */
+  #report(peer: string, from: ViewTag | "Closed", to: ViewTag | "Closed", reason: Reason, opening: number, by: string) {
+    const change = {
+      peer,
+      from: stateTagOf(from),
+      to: stateTagOf(to),
+      at: Date.now(),
+      reason,
+      opening,
+      process: by
+    }
+    const changes = this.#shared.changes
+    if (changes !== undefined) PubSub.publishUnsafe(changes, change)
+    const message = `Fleet circuit ${to === "Isolated" ? "isolated" : to} (${reason}), by process ${by}`
+    Effect.runForkWith(this.#context)(
+      Effect.ignoreCause(Effect.annotateLogs(
+        to === "Closed" ? Effect.logInfo(message) : Effect.logWarning(message),
+        { peer: displayPeer(peer), process: this.process }
+      ))
+    )
+  }
+
+  /** The fleet's view of `peer` as a `CircuitState`, if it is not closed. */
+  stateOf(peer: string, now: number, wallNow: number): CircuitState | undefined {
+    const view = this.#views.get(peer)
+    if (view === undefined) return undefined
+    const remaining = Math.max(0, view.deadline - now)
+    if (view.tag === "HalfOpen") {
+      return {
+        _tag: "HalfOpen",
+        openedAt: view.openedAtWall,
+        probeInFlight: remaining > 0,
+        probesInFlight: remaining > 0 ? 1 : 0,
+        successes: 0,
+        retryAfter: Duration.millis(remaining),
+        opening: view.opening,
+        reason: view.reason as never
+      }
+    }
+    return {
+      _tag: "Open",
+      openedAt: view.openedAtWall,
+      probeAt: wallNow + remaining,
+      retryAfter: Duration.millis(remaining),
+      isolated: view.tag === "Isolated",
+      opening: view.tag === "Isolated" ? 0 : view.opening,
+      reason: view.tag === "Isolated" ? "isolated" : view.reason as never
+    }
+  }
+
+  /** The peers the fleet holds not closed, as this process knows them. */
+  peersNotClosed(): ReadonlyArray<string> {
+    return [...this.#views.keys()]
+  }
+
+  // --- operations ----------------------------------------------------------------------------------------------
+
+  /** Closes `peer`'s circuit for the fleet (a no-op while local: the local breaker is reset by the caller). */
+  reset(breaker: Breaker): Effect.Effect<void> {
+    return this.#operate(breaker, (redis, context) => redis.eval(scripts.reset)(context), "reset")
+  }
+
+  /** Adds (or, with `hold` false, removes) this process's isolation of `peer` in the fleet. */
+  isolate(breaker: Breaker, hold: boolean): Effect.Effect<void> {
+    const count = (this.#isolations.get(breaker.name) ?? 0) + (hold ? 1 : -1)
+    if (count > 0) this.#isolations.set(breaker.name, count)
+    else this.#isolations.delete(breaker.name)
+    // Only the first isolation and the last release change anything in Redis.
+    if (hold ? count !== 1 : count !== 0) return Effect.void
+    return this.#operate(
+      breaker,
+      (redis, context) => redis.eval(scripts.isolate)(context, hold ? "add" : "remove", isolationLeaseMillis),
+      hold ? "isolated" : "released"
+    )
+  }
+
+  #operate(
+    breaker: Breaker,
+    call: (
+      redis: Redis.Redis["Service"],
+      context: scripts.ScriptContext
+    ) => Effect.Effect<scripts.Reply, Redis.RedisError>,
+    reason: Reason
+  ): Effect.Effect<void> {
+    return Effect.withFiber((fiber) => {
+      const redis = this.#redis
+      if (redis === undefined) return Effect.void
+      return Effect.matchCauseEffect(this.#send(call(redis, this.#scriptContext(breaker, fiber.context))), {
+        onFailure: (cause) => this.#fail(cause),
+        onSuccess: (reply) => {
+          const clock = clockOf(fiber)
+          return Effect.sync(() =>
+            this.#observe(breaker.name, reply, monotonicMillis(clock), clock, reason, this.process)
+          )
+        }
+      })
+    })
+  }
+
+  // --- the link ------------------------------------------------------------------------------------------------
+
+  /** The link's fiber: connects, stays connected while Redis answers, goes local, and tries again, forever. */
+  readonly link: Effect.Effect<never> = Effect.suspend(() => {
+    let wasConnected = false
+    let warned = false
+    const attempt: Effect.Effect<void> = Effect.gen({ self: this }, function*() {
+      const scope = yield* Scope.make()
+      const lost = yield* Deferred.make<string>()
+      const connected = yield* Effect.exit(Effect.timeout(this.#connect(scope), this.#connectTimeout()))
+      if (Exit.isFailure(connected)) {
+        yield* Metric.update(this.#storeErrors, 1)
+        this.#goLocal(describe(connected.cause))
+        if (!warned) {
+          warned = true
+          yield* this.#log("Warning", `Fleet store unreachable (${this.#status.reason}): using local breakers`)
+        }
+        yield* closeInBackground(scope)
+        return
+      }
+      const redis = connected.value
+      this.#redis = redis
+      this.#lost = lost
+      this.#status = { connected: true, since: Date.now(), reason: "" }
+      yield* Metric.update(this.#storeUp, 1)
+      yield* this.#log(
+        "Info",
+        wasConnected || warned ? "Fleet store reachable again: sharing breakers" : "Fleet store connected"
+      )
+      wasConnected = true
+      warned = false
+      yield* this.#replay(redis)
+      yield* this.#resync(redis)
+      const reason = yield* Effect.raceFirst(Deferred.await(lost), this.#health(redis))
+      this.#redis = undefined
+      this.#lost = undefined
+      this.#goLocal(reason)
+      yield* Metric.update(this.#storeUp, 0)
+      yield* this.#log("Warning", `Fleet store lost (${reason}): using local breakers`)
+      warned = true
+      yield* closeInBackground(scope)
+    })
+    return Effect.andThen(
+      Metric.update(this.#storeUp, 0),
+      Effect.forever(Effect.andThen(attempt, Effect.sleep(healthInterval)))
+    )
+  })
+
+  #connectTimeout(): Duration.Duration {
+    return Duration.max(Duration.seconds(1), Duration.times(this.config.timeout, 2))
+  }
+
+  #goLocal(reason: string): void {
+    this.#redis = undefined
+    this.#status = { connected: false, since: Date.now(), reason }
+  }
+
+  /** Builds the Redis layer in `scope` (its client's own logs silenced: the set logs once per change), subscribes. */
+  #connect(scope: Scope.Scope): Effect.Effect<Redis.Redis["Service"], unknown> {
+    return Effect.gen({ self: this }, function*() {
+      const context = yield* Layer.buildWithScope(this.config.redis, scope).pipe(
+        Effect.provideService(References.MinimumLogLevel, "Error")
+      )
+      const redis = context.mapUnsafe.get("effect/persistence/Redis") as Redis.Redis["Service"]
+      const messages = yield* Scope.provide(redis.subscribe(this.channel), scope)
+      yield* redis.send("PING")
+      const lostSignal = () => this.#lost
+      yield* Effect.forkIn(
+        Effect.forever(
+          Effect.flatMap(
+            Queue.take(messages),
+            (message) => Effect.clockWith((clock) => Effect.sync(() => this.#onMessage(message.message, clock)))
+          )
+        ).pipe(
+          Effect.catchCause((cause) =>
+            Effect.sync(() => {
+              const lost = lostSignal()
+              if (lost !== undefined) Deferred.doneUnsafe(lost, Exit.succeed(`subscription ended: ${describe(cause)}`))
+            })
+          )
+        ),
+        scope
+      )
+      return redis
+    })
+  }
+
+  #onMessage(text: string, clock: Clock.Clock): void {
+    const fields = text.split(" ")
+    if (fields.length !== 10) return
+    const [peerText, state, generation, remaining, opening, transition, reason, by, openMillis, openedAgo] = fields
+    let peer: string
+    try {
+      peer = decodeURIComponent(peerText!)
+    } catch {
+      return
+    }
+    const breaker = this.#peers.get(peer)
+    // A peer whose policy the fleet does not share here decides alone.
+    if (breaker !== undefined && this.#ruleOf(breaker) === undefined) return
+    if (breaker === undefined && this.#shared.peers.get(peer) !== undefined) {
+      if (this.#shared.peers.get(peer)!.options.policy._tag !== "Window") return
+    } else if (breaker === undefined && this.#shared.settings.options.policy._tag !== "Window") return
+    const reply = [state, generation, remaining, opening, reason, by, openMillis, openedAgo] as unknown as scripts.Reply
+    this.#observe(peer, reply, monotonicMillis(clock), clock, transition as Reason, by)
+  }
+
+  /** Checks once a second that Redis answers (and renews the isolations held); ends with why it stopped. */
+  #health(redis: Redis.Redis["Service"]): Effect.Effect<string> {
+    const check = Effect.andThen(this.#renewIsolations(redis), this.#send(redis.send("PING")))
+    return Effect.flatMap(
+      Effect.exit(Effect.forever(Effect.andThen(Effect.sleep(healthInterval), check))),
+      (exit) => Effect.succeed(Exit.isFailure(exit) ? describe(exit.cause) : "stopped")
+    )
+  }
+
+  #renewIsolations(redis: Redis.Redis["Service"]): Effect.Effect<void, Redis.RedisError | Cause.TimeoutError> {
+    return Effect.forEach(this.#isolations.keys(), (peer) =>
+      Effect.withFiber((fiber) => {
+        const breaker = this.#peers.lookup(peer, fiber.context)
+        const context = this.#scriptContext(breaker, fiber.context)
+        return this.#send(redis.eval(scripts.isolate)(context, "add", isolationLeaseMillis))
+      }), { discard: true })
+  }
+
+  /** Sends the failures kept while local, with their ages; those older than their window are dropped by Redis. */
+  #replay(redis: Redis.Redis["Service"]): Effect.Effect<void> {
+    return Effect.withFiber((fiber) => {
+      const pending = [...this.#pending]
+      this.#pending.clear()
+      return Effect.forEach(pending, ([peer, times]) => {
+        const breaker = this.#peers.lookup(peer, fiber.context)
+        const rule = this.#ruleOf(breaker)
+        if (rule === undefined) return Effect.void
+        const context = this.#scriptContext(breaker, fiber.context)
+        return Effect.forEach(times, (at) => this.#sendFailure(redis, breaker, context, rule, at), { discard: true })
+      }, { discard: true })
+    })
+  }
+
+  /** Reads again every peer this process holds a view of: messages published while it was away never arrive. */
+  #resync(redis: Redis.Redis["Service"]): Effect.Effect<void> {
+    return Effect.withFiber((fiber) =>
+      Effect.forEach([...this.#views.keys()], (peer) => {
+        const breaker = this.#peers.lookup(peer, fiber.context)
+        return Effect.matchCauseEffect(
+          this.#send(redis.eval(scripts.read)(this.#scriptContext(breaker, fiber.context))),
+          {
+            onFailure: (cause) => this.#fail(cause),
+            onSuccess: (reply) =>
+              Effect.clockWith((clock) =>
+                Effect.sync(() => this.#observe(peer, reply, monotonicMillis(clock), clock, undefined))
+              )
+          }
+        )
+      }, { discard: true })
+    )
+  }
+
+  #log(level: "Info" | "Warning", message: string): Effect.Effect<void> {
+    const log = level === "Info" ? Effect.logInfo(message) : Effect.logWarning(message)
+    return Effect.ignoreCause(Effect.annotateLogs(log, { process: this.process, prefix: this.config.prefix }))
+  }
+}
+
+const tagOfReply = (state: scripts.Reply[0]): ViewTag =>
+  state === "O" ? "Open" : state === "I" ? "Isolated" : "HalfOpen"
+
+const describe = (cause: Cause.Cause<unknown>): string => {
+  const error = Cause.squash(cause)
+  if (Cause.isTimeoutError(error)) return "timed out"
+  const inner = typeof error === "object" && error !== null && "cause" in error
+    ? (error as { cause: unknown }).cause
+    : error
+  return inner instanceof Error ? inner.message || inner.name : String(inner)
+}
+
+/** Closes a link's scope without waiting: the client's close waits for replies a hung Redis never sends. */
+const closeInBackground = (scope: Scope.Closeable): Effect.Effect<void> =>
+  Effect.asVoid(Effect.forkDetach(Scope.close(scope, Exit.void)))
