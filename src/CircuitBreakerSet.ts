@@ -358,7 +358,7 @@ const makeWith: (
     )
     const service = new SetService(shared, changes, idleTimeToLive, metricRetention, monotonicMillis(clock), fleet)
     if (fleet !== undefined) {
-      fleet.attach(service.registry)
+      fleet.attach(service.registry, service.resetLocal)
       shared.fleet = fleet
       yield* logPerProcessPolicies(settings, peers)
       yield* Effect.forkScoped(fleet.link)

@@ -14,6 +14,8 @@ export interface Connected {
   readonly _tag: "Connected"
   /** When the set (re)joined the fleet, in wall-clock epoch milliseconds. */
   readonly since: number
+  /** This set's id in the fleet, as changes caused by it name it (`CircuitStateChange.process`). */
+  readonly process: string
 }
 
 /**
@@ -26,6 +28,8 @@ export interface Local {
   readonly _tag: "Local"
   /** Since when, in wall-clock epoch milliseconds. */
   readonly since: number
+  /** This set's id in the fleet (an in-memory set says `"in-memory"`). */
+  readonly process: string
   /** Why, in a few words: `"in-memory set"`, `"connecting"`, `"timed out"`, the client's error message. */
   readonly reason: string
   /** Counted failures kept to be replayed, with their ages, when the set rejoins the fleet. */

@@ -471,7 +471,13 @@ describe("composition", () => {
       snapshot: Effect.succeed({ at: 0, peers: [] }),
       reset: () => Effect.void,
       isolate: () => Effect.void,
-      fleet: Effect.succeed({ _tag: "Local" as const, since: 0, reason: "test double", pendingFailures: 0 }),
+      fleet: Effect.succeed({
+        _tag: "Local" as const,
+        since: 0,
+        process: "double",
+        reason: "test double",
+        pendingFailures: 0
+      }),
       options: undefined as never
     })))
   })

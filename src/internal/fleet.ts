@@ -124,8 +124,12 @@ export class Fleet {
     this.#status = { connected: false, since: wallNow, reason: "connecting" }
   }
 
-  attach(registry: PeerRegistry): void {
+  /** Resets this process's own breaker of a peer: a fleet-wide reset by another process resets every replica's. */
+  #resetLocal: (peer: string) => Effect.Effect<void> = () => Effect.void
+
+  attach(registry: PeerRegistry, resetLocal: (peer: string) => Effect.Effect<void>): void {
     this.#registry = registry
+    this.#resetLocal = resetLocal
   }
 
   get #peers(): PeerRegistry {
@@ -135,10 +139,10 @@ export class Fleet {
   /** The fleet's status, as `CircuitBreakerSet.fleet` reports it. */
   status(): FleetStatus {
     const status = this.#status
-    if (status.connected) return { _tag: "Connected", since: status.since }
+    if (status.connected) return { _tag: "Connected", since: status.since, process: this.process }
     let pendingFailures = 0
     for (const times of this.#pending.values()) pendingFailures += times.length
-    return { _tag: "Local", since: status.since, reason: status.reason, pendingFailures }
+    return { _tag: "Local", since: status.since, process: this.process, reason: status.reason, pendingFailures }
   }
 
   // --- calls ---------------------------------------------------------------------------------------------------
@@ -631,7 +635,7 @@ export class Fleet {
         Effect.forever(
           Effect.flatMap(
             Queue.take(messages),
-            (message) => Effect.clockWith((clock) => Effect.sync(() => this.#onMessage(message.message, clock)))
+            (message) => Effect.clockWith((clock) => this.#onMessage(message.message, clock))
           )
         ).pipe(
           Effect.catchCause((cause) =>
@@ -647,24 +651,23 @@ export class Fleet {
     })
   }
 
-  #onMessage(text: string, clock: Clock.Clock): void {
+  /** Applies a message of the fleet's channel; a reset by another process also resets the local breaker. */
+  #onMessage(text: string, clock: Clock.Clock): Effect.Effect<void> {
     const fields = text.split(" ")
-    if (fields.length !== 10) return
+    if (fields.length !== 10) return Effect.void
     const [peerText, state, generation, remaining, opening, transition, reason, by, openMillis, openedAgo] = fields
     let peer: string
     try {
       peer = decodeURIComponent(peerText!)
     } catch {
-      return
+      return Effect.void
     }
-    const breaker = this.#peers.get(peer)
     // A peer whose policy the fleet does not share here decides alone.
-    if (breaker !== undefined && this.#ruleOf(breaker) === undefined) return
-    if (breaker === undefined && this.#shared.peers.get(peer) !== undefined) {
-      if (this.#shared.peers.get(peer)!.options.policy._tag !== "Window") return
-    } else if (breaker === undefined && this.#shared.settings.options.policy._tag !== "Window") return
+    const settings = this.#shared.peers.get(peer) ?? this.#shared.settings
+    if (settings.options.policy._tag !== "Window") return Effect.void
     const reply = [state, generation, remaining, opening, reason, by, openMillis, openedAgo] as unknown as scripts.Reply
     this.#observe(peer, reply, monotonicMillis(clock), clock, transition as Reason, by)
+    return transition === "reset" && by !== this.process ? this.#resetLocal(peer) : Effect.void
   }
 
   /** Checks once a second that Redis answers (and renews the isolations held); ends with why it stopped. */

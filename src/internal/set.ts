@@ -83,7 +83,13 @@ export class SetService implements Service {
     this.fleetMode = fleet
     const builtAt = Date.now()
     this.fleet = fleet === undefined
-      ? Effect.sync(() => ({ _tag: "Local", since: builtAt, reason: "in-memory set", pendingFailures: 0 }))
+      ? Effect.sync(() => ({
+        _tag: "Local",
+        since: builtAt,
+        process: "in-memory",
+        reason: "in-memory set",
+        pendingFailures: 0
+      }))
       : Effect.sync(() => fleet.status())
     this.registry = new Registry<PeerBreaker, Context.Context<never>>({
       timeToLive: Duration.toMillis(idleTimeToLive),
@@ -166,6 +172,12 @@ export class SetService implements Service {
         if (fleet === undefined) return local
         return Effect.andThen(local, this.#withBreaker(peer, (breaker) => fleet.reset(breaker)))
       })
+
+  /** Resets this process's breaker of `peer` only (a fleet-wide reset made by another process). */
+  readonly resetLocal = (peer: string): Effect.Effect<void> =>
+    Effect.suspend(() =>
+      this.registry.get(peer) === undefined ? Effect.void : this.#operate(peer, machine.reset, "reset")
+    )
 
   readonly isolate: Service["isolate"] = (peer) => {
     const fleet = this.fleetMode
