@@ -26,7 +26,7 @@ import type { CircuitState } from "./CircuitState.ts"
 import type { CircuitStateChange } from "./CircuitStateChange.ts"
 import type { FleetStatus } from "./FleetStatus.ts"
 import { makeShared } from "./internal/breaker.ts"
-import { Fleet } from "./internal/fleet.ts"
+import { Fleet, isShared } from "./internal/fleet.ts"
 import { runPeer } from "./internal/guard.ts"
 import {
   breakerFields,
@@ -377,17 +377,22 @@ interface FleetOptions {
 /** Says once, when a fleet set is built, which peers keep their policy per process (it depends on call order). */
 const logPerProcessPolicies = (settings: Settings, peers: ReadonlyMap<string, Settings>): Effect.Effect<void> => {
   const local: Array<string> = []
-  if (settings.options.policy._tag !== "Window") local.push(`the set's ${settings.options.policy._tag} policy`)
+  if (!isShared(settings)) local.push(`the set's ${describePolicy(settings)}`)
   for (const [peer, peerSettings] of peers) {
-    if (peerSettings.options.policy._tag !== "Window") {
-      local.push(`peer ${JSON.stringify(peer)}'s ${peerSettings.options.policy._tag} policy`)
-    }
+    if (!isShared(peerSettings)) local.push(`peer ${JSON.stringify(peer)}'s ${describePolicy(peerSettings)}`)
   }
   if (local.length === 0) return Effect.void
   return Effect.logInfo(
-    `Fleet mode shares the window policy only; ${local.join(", ")} decide per process (they depend on call order, ` +
-      "which a fleet does not have)."
+    `Fleet mode shares window policies and time-window rate and slowCalls policies; ${local.join(", ")} ` +
+      "decide per process (they depend on call order, which a fleet does not have)."
   )
+}
+
+const describePolicy = (settings: Settings): string => {
+  const policy = settings.options.policy
+  return policy._tag === "Rate" || policy._tag === "SlowCalls"
+    ? `${policy._tag} policy over a count window`
+    : `${policy._tag} policy`
 }
 
 /**

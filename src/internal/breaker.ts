@@ -47,9 +47,9 @@ export interface Shared {
   lastMarked: LastMarked | undefined
 }
 
-/** What the call path tells a fleet: a counted failure, once the call's result is settled. */
+/** What the call path tells a fleet: an outcome the local breaker recorded, once the call's result is settled. */
 export interface FleetHook {
-  failed(breaker: Breaker, fiber: Fiber.Fiber<unknown, unknown>): void
+  outcome(breaker: Breaker, fiber: Fiber.Fiber<unknown, unknown>, failure: boolean, durationMillis: number): void
 }
 
 /** The breakers whose guard the current call runs under, innermost first (inherited by the fibers it forks). */

@@ -38,6 +38,7 @@ import type { Breaker, Shared } from "./breaker.ts"
 import { displayPeer } from "./display.ts"
 import * as scripts from "./fleetScripts.ts"
 import { classify, type PeerRegistry, runPeer } from "./guard.ts"
+import type { Settings } from "./options.ts"
 import { annotateSpan } from "./report.ts"
 import { clockOf, monotonicMillis } from "./time.ts"
 
@@ -79,15 +80,57 @@ interface View {
   localSuccesses: number
 }
 
-/** A peer's rule when the fleet shares it: only the `window` policy is shared. */
-const windowRuleOf = (breaker: Breaker, minProcesses: number): scripts.WindowRule | undefined => {
-  const policy = breaker.settings.options.policy
-  if (policy._tag !== "Window") return undefined
-  return {
-    maxFailures: policy.maxFailures,
-    windowMillis: Duration.toMillis(Duration.fromInputUnsafe(policy.window)),
-    minProcesses
+/** How the fleet shares a peer's policy: its window rule, its rate rule, or not at all (it stays per process). */
+type Sharing =
+  | { readonly kind: "window"; readonly rule: scripts.WindowRule }
+  | { readonly kind: "rate"; readonly rule: scripts.RateRule }
+  | undefined
+
+const sharingOf = (settings: Settings, minProcesses: number): Sharing => {
+  const policy = settings.options.policy
+  const millis = (input: Duration.Input) => Duration.toMillis(Duration.fromInputUnsafe(input))
+  switch (policy._tag) {
+    case "Window":
+      return {
+        kind: "window",
+        rule: { maxFailures: policy.maxFailures, windowMillis: millis(policy.window), minProcesses }
+      }
+    case "Rate":
+    case "SlowCalls": {
+      // A count window depends on call order, which a fleet does not have.
+      if (policy.window === undefined || policy.buckets === undefined) return undefined
+      return {
+        kind: "rate",
+        rule: {
+          reason: policy._tag === "Rate" ? "rate" : "slow-calls",
+          threshold: policy.threshold,
+          minimumCalls: policy.minimumCalls,
+          windowMillis: millis(policy.window),
+          buckets: policy.buckets,
+          slowMillis: policy._tag === "SlowCalls" ? millis(policy.duration) : Infinity,
+          minProcesses
+        }
+      }
+    }
+    default:
+      return undefined
   }
+}
+
+/** Whether the fleet shares `settings`' policy: `window`, and `rate` or `slowCalls` over a time window. */
+export const isShared = (settings: Settings): boolean => sharingOf(settings, 1) !== undefined
+
+/** A probe's record never reaches a closed circuit's counts (its ticket is not `*`): any rule will do. */
+const probeRule: scripts.WindowRule = { maxFailures: 0, windowMillis: 1, minProcesses: 1 }
+
+/** How long successes of a rate policy wait before they are sent, at most (a bad outcome is sent at once). */
+const tallyInterval = Duration.millis(250)
+
+/** Calls of a rate policy counted since `at`, not yet sent. */
+interface Chunk {
+  readonly at: number
+  calls: number
+  bad: number
 }
 
 const stateTagOf = (tag: ViewTag | "Closed"): StateTag => tag === "Isolated" ? "Open" : tag
@@ -101,6 +144,9 @@ export class Fleet {
   readonly #views = new Map<string, View>()
   readonly #closedGenerations = new Map<string, number>()
   readonly #pending = new Map<string, Array<number>>()
+  /** Calls of rate policies not yet sent, by peer: sent every 250 ms while connected, kept for replay while local. */
+  readonly #tallies = new Map<string, Array<Chunk>>()
+  readonly #sharing = new WeakMap<Settings, Sharing | null>()
   /** Isolations this process holds, by peer: renewed in Redis while held. */
   readonly #isolations = new Map<string, number>()
   #redis: Redis.Redis["Service"] | undefined = undefined
@@ -142,6 +188,7 @@ export class Fleet {
     if (status.connected) return { _tag: "Connected", since: status.since, process: this.process }
     let pendingFailures = 0
     for (const times of this.#pending.values()) pendingFailures += times.length
+    for (const chunks of this.#tallies.values()) for (const chunk of chunks) pendingFailures += chunk.bad
     return { _tag: "Local", since: status.since, process: this.process, reason: status.reason, pendingFailures }
   }
 
@@ -197,9 +244,8 @@ export class Fleet {
       Effect.withFiber((fiber) => {
         const breaker = this.#peers.lookup(peer, fiber.context)
         const redis = this.#redis
-        const rule = this.#ruleOf(breaker)
         // Gone local meanwhile, or a peer whose policy the fleet does not share (it has no view then).
-        if (redis === undefined || rule === undefined) return restore(this.guard(peer, self))
+        if (redis === undefined || this.#sharingOf(breaker) === undefined) return restore(this.guard(peer, self))
         const context = this.#scriptContext(breaker, fiber.context)
         return Effect.matchCauseEffect(this.#send(redis.eval(scripts.admit)(context)), {
           onFailure: (cause) => Effect.andThen(this.#fail(cause), restore(this.guard(peer, self))),
@@ -213,7 +259,7 @@ export class Fleet {
               const view = this.#views.get(peer)
               if (view !== undefined && breaker.settings.limits.probes > 1) view.deadline = now
               breaker.series.probe()
-              const probe = this.#probe(breaker, context, rule, ticket, leaseMillis, self)
+              const probe = this.#probe(breaker, context, ticket, leaseMillis, self)
               const scope = this.#shared.probes!
               return Effect.flatMap(Effect.forkIn(probe, scope), (running) => restore(Fiber.join(running)))
             }
@@ -233,7 +279,6 @@ export class Fleet {
   #probe<A, E, R>(
     breaker: Breaker,
     context: scripts.ScriptContext,
-    rule: scripts.WindowRule,
     ticket: string,
     leaseMillis: number,
     self: Effect.Effect<A, E, R>
@@ -256,7 +301,7 @@ export class Fleet {
           const redis = this.#redis
           const recorded = redis === undefined
             ? Effect.void
-            : Effect.matchCauseEffect(this.#send(redis.eval(scripts.record)(context, ticket, outcome, 0, rule)), {
+            : Effect.matchCauseEffect(this.#send(redis.eval(scripts.record)(context, ticket, outcome, 0, probeRule)), {
               onFailure: (cause) => this.#fail(cause),
               onSuccess: (reply) => {
                 const clock = clockOf(fiber)
@@ -309,19 +354,96 @@ export class Fleet {
   }
 
   /**
-   * A counted failure, reported by the local breaker once the call's result is settled: sent to Redis in a fiber of
-   * its own when the fleet's circuit is closed, or kept for replay while local.
+   * An outcome the local breaker recorded, once the call's result is settled: for a `window` policy a counted
+   * failure is sent to Redis in a fiber of its own; for a rate policy the call is counted, and sent in a batch (at
+   * once when bad). While local, both are kept for replay. Nothing is sent while the fleet's circuit is not closed.
    */
-  failed(breaker: Breaker, fiber: Fiber.Fiber<unknown, unknown>): void {
-    const rule = this.#ruleOf(breaker)
-    if (rule === undefined) return
-    const view = this.#views.get(breaker.name)
-    if (view !== undefined) return
+  outcome(breaker: Breaker, fiber: Fiber.Fiber<unknown, unknown>, failure: boolean, durationMillis: number): void {
+    const sharing = this.#sharingOf(breaker)
+    if (sharing === undefined || this.#views.has(breaker.name)) return
     const at = monotonicMillis(clockOf(fiber))
     const redis = this.#redis
-    if (redis === undefined) return this.#keep(breaker.name, at, rule)
-    const context = this.#scriptContext(breaker, fiber.context)
-    Effect.runForkWith(this.#context)(this.#sendFailure(redis, breaker, context, rule, at))
+    if (sharing.kind === "window") {
+      if (!failure) return
+      if (redis === undefined) return this.#keep(breaker.name, at, sharing.rule)
+      const context = this.#scriptContext(breaker, fiber.context)
+      Effect.runForkWith(this.#context)(this.#sendFailure(redis, breaker, context, sharing.rule, at))
+      return
+    }
+    const bad = sharing.rule.reason === "rate" ? failure : durationMillis >= sharing.rule.slowMillis
+    this.#count(breaker.name, at, bad, sharing.rule.windowMillis)
+    if (bad && redis !== undefined) Effect.runForkWith(this.#context)(this.#flush(redis, breaker.name))
+  }
+
+  #count(peer: string, at: number, bad: boolean, windowMillis: number): void {
+    let chunks = this.#tallies.get(peer)
+    if (chunks === undefined) {
+      if (this.#tallies.size >= maxPendingPeers) {
+        for (const oldest of this.#tallies.keys()) {
+          this.#tallies.delete(oldest)
+          break
+        }
+      }
+      chunks = []
+      this.#tallies.set(peer, chunks)
+    }
+    const last = chunks[chunks.length - 1]
+    if (last !== undefined && at - last.at < Duration.toMillis(tallyInterval)) {
+      last.calls++
+      if (bad) last.bad++
+    } else {
+      chunks.push({ at, calls: 1, bad: bad ? 1 : 0 })
+      // While local, only the window's worth is kept.
+      while (chunks.length > 0 && at - chunks[0]!.at >= windowMillis) chunks.shift()
+    }
+  }
+
+  /** Sends `peer`'s counted calls, each batch with its age; a batch that could not be sent is kept. */
+  #flush(redis: Redis.Redis["Service"], peer: string): Effect.Effect<void> {
+    return Effect.withFiber((fiber) => {
+      const chunks = this.#tallies.get(peer)
+      if (chunks === undefined) return Effect.void
+      this.#tallies.delete(peer)
+      const breaker = this.#peers.lookup(peer, fiber.context)
+      const sharing = this.#sharingOf(breaker)
+      if (sharing?.kind !== "rate") return Effect.void
+      const context = this.#scriptContext(breaker, fiber.context)
+      const clock = clockOf(fiber)
+      return Effect.forEach(chunks, (chunk, index) =>
+        Effect.matchCauseEffect(
+          Effect.suspend(() =>
+            this.#send(
+              redis.eval(scripts.tally)(
+                context,
+                chunk.calls,
+                chunk.bad,
+                monotonicMillis(clock) - chunk.at,
+                sharing.rule
+              )
+            )
+          ),
+          {
+            onFailure: (cause) =>
+              Effect.andThen(
+                Effect.sync(() => {
+                  const unsent = chunks.slice(index)
+                  const newer = this.#tallies.get(peer) ?? []
+                  this.#tallies.set(peer, [...unsent, ...newer])
+                }),
+                Effect.andThen(this.#fail(cause), Effect.interrupt)
+              ),
+            onSuccess: (reply) =>
+              Effect.sync(() => this.#observe(peer, reply, monotonicMillis(clock), clock, undefined))
+          }
+        ), { discard: true }).pipe(Effect.catchCause(() => Effect.void))
+    })
+  }
+
+  /** Sends every peer's counted calls: every 250 ms while connected, and on rejoining. */
+  #flushAll(redis: Redis.Redis["Service"]): Effect.Effect<void> {
+    return Effect.suspend(() =>
+      Effect.forEach([...this.#tallies.keys()], (peer) => this.#flush(redis, peer), { discard: true })
+    )
   }
 
   #sendFailure(
@@ -361,8 +483,14 @@ export class Fleet {
     if (times.length > rule.maxFailures + 1) times.shift()
   }
 
-  #ruleOf(breaker: Breaker): scripts.WindowRule | undefined {
-    return windowRuleOf(breaker, this.config.minProcesses)
+  #sharingOf(breaker: Breaker): Sharing {
+    const settings = breaker.settings
+    let sharing = this.#sharing.get(settings)
+    if (sharing === undefined) {
+      sharing = sharingOf(settings, this.config.minProcesses) ?? null
+      this.#sharing.set(settings, sharing)
+    }
+    return sharing ?? undefined
   }
 
   #scriptContext(breaker: Breaker, context: Context.Context<never>): scripts.ScriptContext {
@@ -597,7 +725,9 @@ export class Fleet {
       warned = false
       yield* this.#replay(redis)
       yield* this.#resync(redis)
-      const reason = yield* Effect.raceFirst(Deferred.await(lost), this.#health(redis))
+      yield* this.#flushAll(redis)
+      const flusher = Effect.forever(Effect.andThen(Effect.sleep(tallyInterval), this.#flushAll(redis)))
+      const reason = yield* Effect.raceFirst(Deferred.await(lost), Effect.raceFirst(this.#health(redis), flusher))
       this.#redis = undefined
       this.#lost = undefined
       this.#goLocal(reason)
@@ -663,8 +793,7 @@ export class Fleet {
       return Effect.void
     }
     // A peer whose policy the fleet does not share here decides alone.
-    const settings = this.#shared.peers.get(peer) ?? this.#shared.settings
-    if (settings.options.policy._tag !== "Window") return Effect.void
+    if (!isShared(this.#shared.peers.get(peer) ?? this.#shared.settings)) return Effect.void
     const reply = [state, generation, remaining, opening, reason, by, openMillis, openedAgo] as unknown as scripts.Reply
     this.#observe(peer, reply, monotonicMillis(clock), clock, transition as Reason, by)
     return transition === "reset" && by !== this.process ? this.#resetLocal(peer) : Effect.void
@@ -695,8 +824,9 @@ export class Fleet {
       this.#pending.clear()
       return Effect.forEach(pending, ([peer, times]) => {
         const breaker = this.#peers.lookup(peer, fiber.context)
-        const rule = this.#ruleOf(breaker)
-        if (rule === undefined) return Effect.void
+        const sharing = this.#sharingOf(breaker)
+        if (sharing?.kind !== "window") return Effect.void
+        const rule = sharing.rule
         const context = this.#scriptContext(breaker, fiber.context)
         return Effect.forEach(times, (at) => this.#sendFailure(redis, breaker, context, rule, at), { discard: true })
       }, { discard: true })

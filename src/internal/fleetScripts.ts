@@ -3,8 +3,9 @@
  *
  * Layout, per peer (every key carries the peer's hash tag, so a peer's scripts stay in one Redis Cluster slot):
  * - `{prefix}{peer}`, a hash: `s` the state (`C`, `O`, `H`), `g` the generation, and
- *   - Closed: `f` the newest failure times (at most `maxFailures`, comma-separated), `q` the newest failure time of
- *     each process (only with `minProcesses` > 1), `b` the last opening (`n:closedAt:openMillis`, for backoff);
+ *   - Closed: `f` the newest failure times (at most `maxFailures`, comma-separated) of a `window` policy, or `t` the
+ *     buckets of a `rate` or `slowCalls` policy (`index:calls:bad;…`); `q` the newest bad outcome of each process
+ *     (only with `minProcesses` > 1); `b` the last opening (`n:closedAt:openMillis`, for backoff);
  *   - Open and half-open: `n` the opening, `o` when it opened, `d` its duration, `r` why, `w` the process that
  *     opened it, `p` the probes in flight (`ticket:startedAt;…`, oldest first), `k` the probes that succeeded.
  * - `{prefix}{peer}:f`, a sorted set of failure times, instead of `f`, when `maxFailures` is large (O(log n) per
@@ -52,9 +53,10 @@ local function joinProbes(list)
   for i = 1, #list do parts[i] = list[i][1] .. ":" .. int(list[i][2]) end
   return table.concat(parts, ";")
 end
-local h = redis.call("HMGET", key, "s", "g", "n", "o", "d", "r", "w", "p", "k", "f", "q", "b")
+local h = redis.call("HMGET", key, "s", "g", "n", "o", "d", "r", "w", "p", "k", "f", "q", "b", "t")
 local state = { s = h[1] or "C", g = h[2] or "0", n = tonumber(h[3]) or 0, o = tonumber(h[4]) or 0, d = tonumber(h[5]) or 0,
-  r = h[6] or "", w = h[7] or "", p = h[8] or "", k = tonumber(h[9]) or 0, f = h[10] or "", q = h[11] or "", b = h[12] }
+  r = h[6] or "", w = h[7] or "", p = h[8] or "", k = tonumber(h[9]) or 0, f = h[10] or "", q = h[11] or "", b = h[12],
+  t = h[13] or "" }
 local function lease()
   if probeTimeout ~= "" then return tonumber(probeTimeout) end
   return state.d
@@ -80,11 +82,34 @@ local function open(at, n, reason, transition)
   local g = nextGeneration(state.g)
   local d = delay(n)
   redis.call("HSET", key, "s", "O", "g", g, "n", n, "o", int(at), "d", int(d), "r", reason, "w", who, "p", "", "k", 0)
-  redis.call("HDEL", key, "f", "q", "b")
+  redis.call("HDEL", key, "f", "q", "b", "t")
   redis.call("DEL", failuresKey)
   redis.call("PEXPIRE", key, int(d + math.max(d, lease()) + idle))
-  state = { s = "O", g = g, n = n, o = at, d = d, r = reason, w = who, p = "", k = 0, f = "", q = "" }
+  state = { s = "O", g = g, n = n, o = at, d = d, r = reason, w = who, p = "", k = 0, f = "", q = "", t = "" }
   publish("O", g, at + d - now, n, transition, reason, who, d, now - at)
+end
+-- The distinct processes with a bad outcome in the window, this one's at \`at\` included, and the field \`q\` to keep.
+local function processesWith(at, window)
+  local seen = {}
+  for id, t in string.gmatch(state.q, "([^@,]+)@([^,]+)") do
+    local n = tonumber(t)
+    if now - n < window then seen[id] = n end
+  end
+  if not seen[who] or seen[who] < at then seen[who] = at end
+  local count, latest = 0, {}
+  for id, t in pairs(seen) do
+    count = count + 1
+    latest[#latest + 1] = id .. "@" .. int(t)
+  end
+  return count, table.concat(latest, ",")
+end
+-- The opening a trip at \`at\` starts: the next one if it relapses within the last opening's length after a close.
+local function tripOpening(at)
+  if state.b then
+    local opening, closedAt, lastOpen = string.match(state.b, "([^:]+):([^:]+):([^:]+)")
+    if at - tonumber(closedAt) < tonumber(lastOpen) then return tonumber(opening) + 1 end
+  end
+  return 1
 end
 -- The oldest probe's lease has ended: it failed, and the circuit reopened at that instant.
 local function expireProbe()
@@ -120,7 +145,8 @@ const recordBody = `
 local ticket, outcome, age = ARGV[10], ARGV[11], tonumber(ARGV[12])
 local maxFailures, window, minProcesses, sorted = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15]), ARGV[16] == "1"
 if state.s == "C" then
-  if outcome ~= "failure" then return view() end
+  -- Only a failure on a closed circuit counts here; a probe's late result decides nothing.
+  if outcome ~= "failure" or ticket ~= "*" then return view() end
   local at = now - age
   if now - at >= window then return view() end
   local live = {}
@@ -135,28 +161,10 @@ if state.s == "C" then
     end
     count = #live
   end
-  local processes = 1
-  local latest = {}
-  if minProcesses > 1 then
-    local seen = {}
-    for id, t in string.gmatch(state.q, "([^@,]+)@([^,]+)") do
-      local n = tonumber(t)
-      if now - n < window then seen[id] = n end
-    end
-    if not seen[who] or seen[who] < at then seen[who] = at end
-    processes = 0
-    for id, t in pairs(seen) do
-      processes = processes + 1
-      latest[#latest + 1] = id .. "@" .. int(t)
-    end
-  end
+  local processes, latest = 1, ""
+  if minProcesses > 1 then processes, latest = processesWith(at, window) end
   if count >= maxFailures and processes >= minProcesses then
-    local n = 1
-    if state.b then
-      local opening, closedAt, lastOpen = string.match(state.b, "([^:]+):([^:]+):([^:]+)")
-      if at - tonumber(closedAt) < tonumber(lastOpen) then n = tonumber(opening) + 1 end
-    end
-    open(now, n, "window", "window")
+    open(now, tripOpening(at), "window", "window")
     return view()
   end
   if state.g == "0" then state.g = nextGeneration(0) end
@@ -174,7 +182,7 @@ if state.s == "C" then
     for i = math.max(1, #live - maxFailures + 1), #live do parts[#parts + 1] = int(live[i]) end
     redis.call("HSET", key, "s", "C", "g", state.g, "f", table.concat(parts, ","))
   end
-  if minProcesses > 1 then redis.call("HSET", key, "q", table.concat(latest, ",")) end
+  if minProcesses > 1 then redis.call("HSET", key, "q", latest) end
   redis.call("PEXPIRE", key, ttl)
   return view()
 end
@@ -207,6 +215,44 @@ end
 local g = nextGeneration(state.g)
 state.g, state.p, state.k = g, joinProbes(list), successes
 redis.call("HSET", key, "g", g, "p", state.p, "k", successes)
+return view()
+`
+
+/** Counts of a rate or slow-call policy: `t` holds the window's buckets as \`index:calls:bad;…\`. */
+const tallyBody = `
+local calls, bad, age = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local window, buckets, threshold = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
+local minimumCalls, minProcesses, reason = tonumber(ARGV[16]), tonumber(ARGV[17]), ARGV[18]
+if state.s ~= "C" then return view() end
+local at = now - age
+local nowIndex = math.floor(now * buckets / window)
+local index = math.floor(at * buckets / window)
+if nowIndex - index >= buckets then return view() end
+local kept, totalCalls, totalBad, found = {}, 0, 0, false
+for i, c, b in string.gmatch(state.t, "([^:;]+):([^:;]+):([^;]+)") do
+  local n, cc, bb = tonumber(i), tonumber(c), tonumber(b)
+  if nowIndex - n < buckets then
+    if n == index then
+      cc, bb, found = cc + calls, bb + bad, true
+    end
+    kept[#kept + 1] = int(n) .. ":" .. int(cc) .. ":" .. int(bb)
+    totalCalls, totalBad = totalCalls + cc, totalBad + bb
+  end
+end
+if not found then
+  kept[#kept + 1] = int(index) .. ":" .. int(calls) .. ":" .. int(bad)
+  totalCalls, totalBad = totalCalls + calls, totalBad + bad
+end
+local processes, latest = 1, ""
+if bad > 0 and minProcesses > 1 then processes, latest = processesWith(at, window) end
+if bad > 0 and totalCalls >= minimumCalls and totalBad / totalCalls >= threshold and processes >= minProcesses then
+  open(now, tripOpening(at), reason, reason)
+  return view()
+end
+if state.g == "0" then state.g = nextGeneration(0) end
+redis.call("HSET", key, "s", "C", "g", state.g, "t", table.concat(kept, ";"))
+if bad > 0 and minProcesses > 1 then redis.call("HSET", key, "q", latest) end
+redis.call("PEXPIRE", key, int(window + idle))
 return view()
 `
 
@@ -329,6 +375,38 @@ export const record = define(
     String(rule.windowMillis),
     String(rule.minProcesses),
     rule.maxFailures > sortedAbove ? "1" : "0"
+  ]
+)
+
+/** A rate or slow-call policy over a time window, as the fleet shares it. */
+export interface RateRule {
+  readonly reason: "rate" | "slow-calls"
+  readonly threshold: number
+  readonly minimumCalls: number
+  readonly windowMillis: number
+  readonly buckets: number
+  /** For `slow-calls`: a call this long or longer is bad. */
+  readonly slowMillis: number
+  readonly minProcesses: number
+}
+
+/**
+ * Adds `calls` calls, `bad` of them bad, made `ageMillis` ago (a batch is sent at most 250 ms after its first call,
+ * a replayed one later), to a closed circuit's buckets; a bad one may open it.
+ */
+export const tally = define(
+  tallyBody,
+  (context: ScriptContext, calls: number, bad: number, ageMillis: number, rule: RateRule) => [
+    ...common(context),
+    String(calls),
+    String(bad),
+    String(Math.max(0, Math.round(ageMillis))),
+    String(rule.windowMillis),
+    String(rule.buckets),
+    String(rule.threshold),
+    String(rule.minimumCalls),
+    String(rule.minProcesses),
+    rule.reason
   ]
 )
 

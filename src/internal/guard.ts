@@ -411,6 +411,7 @@ const settle = (
       const now = monotonicMillis(clockOf(fiber))
       if (machine.recordSuccessInPlace(state, ticket, now - startedAt, now, limits)) {
         breaker.series.success()
+        breaker.shared.fleet?.outcome(breaker, fiber, false, now - startedAt)
         return undefined
       }
     }
@@ -432,7 +433,10 @@ const settleOutcome = (
     : classify(exit, breaker.settings.options.isFailure, (error) => (thrown ??= { error }))
   if (outcome === "success") breaker.series.success()
   else breaker.series.count(outcome)
-  if (outcome === "failure" && breaker.shared.fleet !== undefined) breaker.shared.fleet.failed(breaker, fiber)
+  if (outcome !== "ignored" && breaker.shared.fleet !== undefined) {
+    const durationMillis = Number.isNaN(startedAt) ? NaN : monotonicMillis(clockOf(fiber)) - startedAt
+    breaker.shared.fleet.outcome(breaker, fiber, outcome === "failure", durationMillis)
+  }
   const limits = breaker.settings.limits
   const stored = Ref.getUnsafe(breaker.state)
   if (

@@ -237,6 +237,70 @@ describeRedis("fleet mode within one process", () => {
       yield* untilState(b, "w", "Open")
     }).pipe(Effect.scoped), 20_000)
 
+  it.live(
+    "a failure rate over a time window is shared: successes of one member, failures of another",
+    () =>
+      Effect.gen(function*() {
+        const member = fleet()
+        const policy = Policy.rate({ threshold: 0.5, minimumCalls: 6, window: "10 seconds" })
+        const a = yield* member({ policy })
+        const b = yield* member({ policy })
+        for (let i = 0; i < 3; i++) yield* call(a, "rate")
+        // Successes go in batches, at least every 250 ms.
+        yield* Effect.sleep("400 millis")
+        yield* fail(b, "rate")
+        yield* fail(b, "rate")
+        yield* Effect.sleep("200 millis")
+        // 2 of 5 calls: not yet 6 calls.
+        assert.isUndefined(rejection(yield* call(a, "rate")))
+        yield* Effect.sleep("400 millis")
+        // 3 of 7 calls failed: under half.
+        yield* fail(b, "rate")
+        yield* Effect.sleep("200 millis")
+        assert.isUndefined(rejection(yield* call(a, "rate")))
+        // 4 of 8 calls failed: half; b alone saw 4 failures, fewer than 6 calls.
+        yield* fail(b, "rate")
+        yield* untilState(a, "rate", "Open")
+        const state = yield* a.state("rate")
+        assert.strictEqual(state._tag === "Open" && state.reason, "rate")
+      }).pipe(Effect.scoped),
+    20_000
+  )
+
+  it.live("slow calls over a time window are shared", () =>
+    Effect.gen(function*() {
+      const member = fleet()
+      const policy = Policy.slowCalls({ duration: "40 millis", threshold: 0.5, minimumCalls: 4, window: "10 seconds" })
+      const a = yield* member({ policy })
+      const b = yield* member({ policy })
+      for (let i = 0; i < 2; i++) {
+        yield* Effect.exit(Effect.succeed(1).pipe(Effect.delay("60 millis"), a.withBreaker("slow")))
+      }
+      yield* Effect.sleep("400 millis")
+      yield* call(b, "slow")
+      assert.isUndefined(rejection(yield* call(b, "slow")))
+      yield* Effect.sleep("400 millis")
+      assert.strictEqual((yield* b.state("slow"))._tag, "Closed")
+      yield* Effect.exit(Effect.succeed(1).pipe(Effect.delay("60 millis"), b.withBreaker("slow")))
+      // 3 slow of 5: the slow call sent at once opens it, for a as well.
+      yield* untilState(a, "slow", "Open")
+      const state = yield* a.state("slow")
+      assert.strictEqual(state._tag === "Open" && state.reason, "slow-calls")
+    }).pipe(Effect.scoped), 20_000)
+
+  it.live("a rate over a count window stays per process", () =>
+    Effect.gen(function*() {
+      const member = fleet()
+      const policy = Policy.rate({ threshold: 0.5, minimumCalls: 2, calls: 4 })
+      const a = yield* member({ policy })
+      const b = yield* member({ policy })
+      yield* fail(a, "count")
+      yield* fail(a, "count")
+      assert.strictEqual(rejection(yield* call(a, "count")), "Open")
+      yield* Effect.sleep("400 millis")
+      assert.isUndefined(rejection(yield* call(b, "count")))
+    }).pipe(Effect.scoped), 20_000)
+
   it.live("observe mode runs calls the fleet would reject", () =>
     Effect.gen(function*() {
       const member = fleet()
