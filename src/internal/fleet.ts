@@ -698,47 +698,50 @@ export class Fleet {
   readonly link: Effect.Effect<never> = Effect.suspend(() => {
     let wasConnected = false
     let warned = false
-    const attempt: Effect.Effect<void> = Effect.gen({ self: this }, function*() {
-      const scope = yield* Scope.make()
-      const lost = yield* Deferred.make<string>()
-      const connected = yield* Effect.exit(Effect.timeout(this.#connect(scope), this.#connectTimeout()))
-      if (Exit.isFailure(connected)) {
-        yield* Metric.update(this.#storeErrors, 1)
-        this.#goLocal(describe(connected.cause))
-        if (!warned) {
-          warned = true
-          yield* this.#log("Warning", `Fleet store unreachable (${this.#status.reason}): using local breakers`)
+    // Each attempt's connections live in a scope of their own, closed when it ends, however it ends.
+    const attempt = (scope: Scope.Scope): Effect.Effect<void> =>
+      Effect.gen({ self: this }, function*() {
+        const lost = yield* Deferred.make<string>()
+        const connected = yield* Effect.exit(Effect.timeout(this.#connect(scope), this.#connectTimeout()))
+        if (Exit.isFailure(connected)) {
+          yield* Metric.update(this.#storeErrors, 1)
+          this.#goLocal(describe(connected.cause))
+          if (!warned) {
+            warned = true
+            yield* this.#log("Warning", `Fleet store unreachable (${this.#status.reason}): using local breakers`)
+          }
+          return
         }
-        yield* closeInBackground(scope)
-        return
-      }
-      const redis = connected.value
-      this.#redis = redis
-      this.#lost = lost
-      this.#status = { connected: true, since: Date.now(), reason: "" }
-      yield* Metric.update(this.#storeUp, 1)
-      yield* this.#log(
-        "Info",
-        wasConnected || warned ? "Fleet store reachable again: sharing breakers" : "Fleet store connected"
-      )
-      wasConnected = true
-      warned = false
-      yield* this.#replay(redis)
-      yield* this.#resync(redis)
-      yield* this.#flushAll(redis)
-      const flusher = Effect.forever(Effect.andThen(Effect.sleep(tallyInterval), this.#flushAll(redis)))
-      const reason = yield* Effect.raceFirst(Deferred.await(lost), Effect.raceFirst(this.#health(redis), flusher))
+        const redis = connected.value
+        this.#redis = redis
+        this.#lost = lost
+        this.#status = { connected: true, since: Date.now(), reason: "" }
+        yield* Metric.update(this.#storeUp, 1)
+        yield* this.#log(
+          "Info",
+          wasConnected || warned ? "Fleet store reachable again: sharing breakers" : "Fleet store connected"
+        )
+        wasConnected = true
+        warned = false
+        yield* this.#replay(redis)
+        yield* this.#resync(redis)
+        yield* this.#flushAll(redis)
+        const flusher = Effect.forever(Effect.andThen(Effect.sleep(tallyInterval), this.#flushAll(redis)))
+        const reason = yield* Effect.raceFirst(Deferred.await(lost), Effect.raceFirst(this.#health(redis), flusher))
+        this.#redis = undefined
+        this.#lost = undefined
+        this.#goLocal(reason)
+        yield* Metric.update(this.#storeUp, 0)
+        yield* this.#log("Warning", `Fleet store lost (${reason}): using local breakers`)
+        warned = true
+      })
+    const scoped = Effect.acquireUseRelease(Scope.make(), attempt, (scope) => {
       this.#redis = undefined
-      this.#lost = undefined
-      this.#goLocal(reason)
-      yield* Metric.update(this.#storeUp, 0)
-      yield* this.#log("Warning", `Fleet store lost (${reason}): using local breakers`)
-      warned = true
-      yield* closeInBackground(scope)
+      return closeInBackground(scope)
     })
     return Effect.andThen(
       Metric.update(this.#storeUp, 0),
-      Effect.forever(Effect.andThen(attempt, Effect.sleep(healthInterval)))
+      Effect.forever(Effect.andThen(scoped, Effect.sleep(healthInterval)))
     )
   })
 
