@@ -73,7 +73,9 @@ local function view()
     remaining = state.o + state.d - now
   elseif state.s == "H" then
     local list = probesOf(state.p)
-    if #list >= probeSlots then remaining = list[1][2] + lease() - now end
+    if #list > 0 and (#list >= probeSlots or state.k + #list >= successThreshold) then
+      remaining = list[1][2] + lease() - now
+    end
   end
   return { state.s, state.g, int(math.max(0, remaining)), tostring(state.n), state.r, state.w, int(state.d), int(now - state.o) }
 end
@@ -111,6 +113,15 @@ local function tripOpening(at)
   end
   return 1
 end
+-- How long a closed circuit's key lives: its window, or its backoff if that ends later, then \`idle\`.
+local function closedTtl(window)
+  local ttl = window + idle
+  if state.b then
+    local _, closedAt, lastOpen = string.match(state.b, "([^:]+):([^:]+):([^:]+)")
+    ttl = math.max(ttl, tonumber(closedAt) + tonumber(lastOpen) - now + idle)
+  end
+  return int(ttl)
+end
 -- The oldest probe's lease has ended: it failed, and the circuit reopened at that instant.
 local function expireProbe()
   if state.s ~= "H" then return end
@@ -132,12 +143,14 @@ if state.s == "O" then
   state.s, state.p, state.k, moved = "H", "", 0, true
 end
 local list = probesOf(state.p)
-if #list >= probeSlots then return view() end
+-- Probes in flight and successes so far may not exceed what closes the circuit.
+if #list >= probeSlots or state.k + #list >= successThreshold then return view() end
 local ticket = nextGeneration(state.g)
 list[#list + 1] = { ticket, now }
 redis.call("HSET", key, "s", "H", "g", ticket, "p", joinProbes(list), "k", state.k)
 redis.call("PEXPIRE", key, int(lease() + delay(state.n + 1) + idle))
-if moved then publish("H", ticket, (#list >= probeSlots) and lease() or 0, state.n, "probe", state.r, who, state.d, now - state.o) end
+local full = #list >= probeSlots or state.k + #list >= successThreshold
+if moved then publish("H", ticket, full and lease() or 0, state.n, "probe", state.r, who, state.d, now - state.o) end
 return { "P", ticket, int(lease()), tostring(state.n), state.r, state.w, int(state.d), int(now - state.o) }
 `
 
@@ -164,14 +177,14 @@ if state.s == "C" then
   local processes, latest = 1, ""
   if minProcesses > 1 then processes, latest = processesWith(at, window) end
   if count >= maxFailures and processes >= minProcesses then
-    open(now, tripOpening(at), "window", "window")
+    open(now, tripOpening(now), "window", "window")
     return view()
   end
   if state.g == "0" then state.g = nextGeneration(0) end
-  local ttl = int(window + idle)
+  local ttl = closedTtl(window)
   if sorted then
     local member = redis.call("HINCRBY", key, "z", 1)
-    redis.call("ZADD", failuresKey, int(at), int(at) .. ":" .. member)
+    redis.call("ZADD", failuresKey, int(at), member)
     redis.call("ZREMRANGEBYRANK", failuresKey, 0, -(maxFailures + 1))
     redis.call("PEXPIRE", failuresKey, ttl)
     redis.call("HSET", key, "s", "C", "g", state.g)
@@ -246,13 +259,13 @@ end
 local processes, latest = 1, ""
 if bad > 0 and minProcesses > 1 then processes, latest = processesWith(at, window) end
 if bad > 0 and totalCalls >= minimumCalls and totalBad / totalCalls >= threshold and processes >= minProcesses then
-  open(now, tripOpening(at), reason, reason)
+  open(now, tripOpening(now), reason, reason)
   return view()
 end
 if state.g == "0" then state.g = nextGeneration(0) end
 redis.call("HSET", key, "s", "C", "g", state.g, "t", table.concat(kept, ";"))
 if bad > 0 and minProcesses > 1 then redis.call("HSET", key, "q", latest) end
-redis.call("PEXPIRE", key, int(window + idle))
+redis.call("PEXPIRE", key, closedTtl(window))
 return view()
 `
 
@@ -279,7 +292,8 @@ const isolateBody = `
 local before = isolatedFor()
 if ARGV[10] == "add" then
   redis.call("ZADD", isolationsKey, int(now + tonumber(ARGV[11])), who)
-  redis.call("PEXPIRE", isolationsKey, int(tonumber(ARGV[11])))
+  local last = redis.call("ZRANGE", isolationsKey, -1, -1, "WITHSCORES")
+  redis.call("PEXPIRE", isolationsKey, int(math.max(1, tonumber(last[2]) - now)))
   if not before then publish("I", state.g, tonumber(ARGV[11]), state.n, "isolated", state.r, who, 0, 0) end
 else
   redis.call("ZREM", isolationsKey, who)
