@@ -122,6 +122,30 @@ const reset = (now: number, setup: Setup = {}) =>
     Effect.map(decode)
   )
 
+/** A rate rule: half of at least 4 calls within 1000 ms, in 4 buckets of 250 ms. */
+const rateRule = (rule: Partial<scripts.RateRule> = {}): scripts.RateRule => ({
+  reason: "rate",
+  threshold: 0.5,
+  minimumCalls: 4,
+  windowMillis: WINDOW,
+  buckets: 4,
+  slowMillis: Infinity,
+  minProcesses: 1,
+  ...rule
+})
+
+/** A batch of `calls` calls of a rate policy, `bad` of them bad, made `age` before `now`. */
+const tally = (
+  now: number,
+  calls: number,
+  bad: number,
+  options: Setup & { readonly age?: number; readonly rule?: Partial<scripts.RateRule> } = {}
+) =>
+  Effect.flatMap(
+    Effect.service(Redis.Redis),
+    (redis) => redis.eval(scripts.tally)(contextAt(now, options), calls, bad, options.age ?? 0, rateRule(options.rule))
+  ).pipe(Effect.map(decode))
+
 const isolate = (now: number, action: "add" | "remove", leaseMillis: number, setup: Setup = {}) =>
   Effect.flatMap(
     Effect.service(Redis.Redis),
@@ -313,6 +337,69 @@ describeRedis("fleet scripts (passed times)", () => {
           // 700 (replayed) and 900, 910: three, closed, kept sorted.
           assert.strictEqual((yield* fail(950, { age: 250 })).state, "C")
           assert.strictEqual(yield* field("f"), "700,900,910")
+        })))
+    })
+
+    describe("rate and slow calls over a time window (half of at least 4 calls in 1000 ms, 4 buckets)", () => {
+      it.effect("successes alone never open; a bad batch opens once the window holds enough calls at the threshold", () =>
+        run(Effect.gen(function*() {
+          assert.strictEqual((yield* tally(10, 100, 0)).state, "C")
+          // 1 bad in 101: far under half.
+          assert.strictEqual((yield* tally(20, 1, 1)).state, "C")
+          yield* raw("FLUSHALL")
+          // 3 calls, 2 bad: fewer than minimumCalls.
+          assert.strictEqual((yield* tally(10, 3, 2)).state, "C")
+          // 4 calls, 2 bad: half of 4, opens with the rate's reason.
+          assert.deepInclude(yield* tally(20, 1, 0), { state: "C" })
+          yield* raw("FLUSHALL")
+          yield* tally(10, 2, 0)
+          assert.deepInclude(yield* tally(20, 2, 2), { state: "O", reason: "rate", opening: 1, remaining: DELAYS[0] })
+        })))
+
+      it.effect("a success batch never opens, even past the threshold: only a bad outcome is judged", () =>
+        run(Effect.gen(function*() {
+          yield* tally(10, 3, 3)
+          assert.strictEqual((yield* tally(20, 1, 0)).state, "C")
+          assert.deepInclude(yield* tally(30, 1, 1), { state: "O", reason: "rate" })
+        })))
+
+      it.effect("buckets leave the window whole: counts older than the window are forgotten", () =>
+        run(Effect.gen(function*() {
+          // At 100 (bucket 0): 3 bad of 3.
+          yield* tally(100, 3, 3)
+          // At 1000 (bucket 4): bucket 0 has left the window; 1 bad of 1 is under minimumCalls.
+          assert.strictEqual((yield* tally(1_000, 1, 1)).state, "C")
+          assert.strictEqual(yield* field("t"), "4:1:1")
+          // At 1100: 2 bad of 2 more: 3 bad of 3 in the window, still under 4 calls.
+          assert.strictEqual((yield* tally(1_100, 2, 2)).state, "C")
+          assert.strictEqual((yield* tally(1_200, 1, 1)).state, "O")
+        })))
+
+      it.effect("a batch lands in the bucket of its age; one older than the window is dropped", () =>
+        run(Effect.gen(function*() {
+          yield* tally(2_000, 5, 0, { age: 300 })
+          assert.strictEqual(yield* field("t"), "6:5:0")
+          assert.strictEqual((yield* tally(2_000, 5, 5, { age: WINDOW })).state, "C")
+          assert.strictEqual(yield* field("t"), "6:5:0")
+        })))
+
+      it.effect("slow calls open with their own reason; minProcesses 2 needs bad outcomes from two processes", () =>
+        run(Effect.gen(function*() {
+          const slow = { reason: "slow-calls" as const, slowMillis: 50 }
+          yield* tally(10, 4, 0, { rule: slow })
+          assert.deepInclude(yield* tally(20, 4, 4, { rule: slow }), { state: "O", reason: "slow-calls" })
+          yield* raw("FLUSHALL")
+          const two = { minProcesses: 2 }
+          assert.strictEqual((yield* tally(10, 10, 10, { process: "a", rule: two })).state, "C")
+          assert.strictEqual((yield* tally(20, 10, 10, { process: "a", rule: two })).state, "C")
+          assert.deepInclude(yield* tally(30, 1, 1, { process: "b", rule: two }), { state: "O", reason: "rate" })
+        })))
+
+      it.effect("an open circuit takes no counts", () =>
+        run(Effect.gen(function*() {
+          yield* tally(10, 4, 4)
+          assert.strictEqual((yield* tally(20, 100, 0)).state, "O")
+          assert.strictEqual(yield* field("t"), "(nil)")
         })))
     })
 
