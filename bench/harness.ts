@@ -18,6 +18,11 @@ export interface Case {
   readonly fixedN?: number
   /** Throws if the scenario is not what the case claims (e.g. the circuit is not open). Run before and after. */
   readonly verify?: () => unknown
+  /**
+   * Runs after each sample (calibration included), outside the timed region, with the sample's time and calls: e.g.
+   * to let the event loop deliver what the sample sent, and wait until it has been delivered.
+   */
+  readonly after?: (ms: number, n: number) => unknown
 }
 
 export interface Group {
@@ -42,7 +47,9 @@ const time = async (c: Case, n: number): Promise<number> => {
   const start = now()
   if (c.async) await c.run(n)
   else c.run(n)
-  return now() - start
+  const ms = now() - start
+  await c.after?.(ms, n)
+  return ms
 }
 
 /** Finds n such that a sample takes about `sampleMs`, re-timing until two consecutive samples agree. */
@@ -102,8 +109,8 @@ export interface Row {
    * per-round values are dominated by noise when the difference is small; no spread is shown.
    */
   readonly fromMedians?: boolean
-  /** `%`: a change, in per cent (`value` returns it already scaled); shown with its sign. */
-  readonly unit?: "×" | "B" | "%"
+  /** `%`: a change, in per cent (`value` returns it already scaled); shown with its sign. `n`: a count. */
+  readonly unit?: "×" | "B" | "%" | "n"
   /** What the value is relative to. */
   readonly vs?: string
   readonly target?: { readonly op: "<=" | ">="; readonly limit: number; readonly source?: string }
@@ -146,7 +153,11 @@ const fmt = (x: number): string => {
 }
 
 const fmtValue = (x: number, unit: Row["unit"]): string =>
-  unit === "%" ? `${x > 0 ? "+" : x < 0 ? "−" : "±"}${fmt(Math.abs(x))}%` : `${fmt(x)}${unit ?? "×"}`
+  unit === "%"
+    ? `${x > 0 ? "+" : x < 0 ? "−" : "±"}${fmt(Math.abs(x))}%`
+    : unit === "n"
+    ? String(Math.round(x))
+    : `${fmt(x)}${unit ?? "×"}`
 
 const fmtNs = (x: number): string => x >= 1000 ? Math.round(x).toLocaleString("en-US") : x.toFixed(x >= 10 ? 0 : 1)
 
@@ -157,6 +168,8 @@ export const table = (lines: ReadonlyArray<Line>): string => {
     ns === undefined ? "" : fmtNs(ns),
     value === undefined ?
       "" :
+      row.unit === "n" ?
+      fmtValue(value.median, row.unit) :
       `${fmtValue(value.median, row.unit)}${
         Number.isNaN(value.min) ?
           " (medians)" :
@@ -167,7 +180,7 @@ export const table = (lines: ReadonlyArray<Line>): string => {
     row.vs ?? "",
     row.target === undefined ?
       "" :
-      `${row.target.op === "<=" ? "≤" : "≥"} ${row.target.limit}${row.unit ?? "×"}${
+      `${row.target.op === "<=" ? "≤" : "≥"} ${row.target.limit}${row.unit === "n" ? "" : row.unit ?? "×"}${
         row.target.source ? ` (${row.target.source})` : ""
       }`,
     pass === undefined ? "" : pass ? "PASS" : "**MISS**"

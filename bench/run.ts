@@ -1,6 +1,10 @@
 /**
  * `npm run bench` (3 to 5 minutes) or `npm run bench -- --quick` (under 30 s). `--only closed,open` runs some
- * groups: closed, open, record, promise, fibers, persistence, policies, memory, lookup.
+ * groups: closed, open, record, promise, fibers, persistence, policies, fleet, memory, lookup.
+ *
+ * The fleet group (fleet.ts) starts a redis-server of its own: the default run includes it when `redis-server` is on
+ * PATH, and says in one line that it skipped it otherwise (an `--only` naming fleet then fails at once, exit code
+ * 2). It measures the working tree only, with or without `--baseline`.
  *
  * `--baseline <git-ref>` (e.g. `npm run bench -- --baseline HEAD`, or `--baseline=main`) also runs the library as it
  * was at that commit, side by side with the working tree's, in the same rounds: the closed, open, record and promise
@@ -35,6 +39,7 @@
  */
 import type { Baseline } from "./baseline.ts"
 import { loadBaseline } from "./baseline.ts"
+import { redisAvailable, runFleet } from "./fleet.ts"
 import * as groups from "./groups.ts"
 import type { Line, Row, Samples } from "./harness.ts"
 import { evaluate, runGroup, table } from "./harness.ts"
@@ -73,6 +78,10 @@ const report = (samples: Samples, rows: ReadonlyArray<Row>) => {
 }
 
 log(`effect-circuit bench${quick ? " (quick)" : ""}, Node ${process.version}`)
+if (only?.has("fleet") && !redisAvailable) {
+  log("bench: --only fleet needs redis-server on PATH (install it: apt-get install -y redis-server)")
+  process.exit(2)
+}
 let baseline: Baseline | undefined
 try {
   baseline = baselineRef === undefined ? undefined : await loadBaseline(baselineRef, log)
@@ -100,6 +109,17 @@ for (const [name, make] of timedBenches) {
     report(await runGroup(bench.group, log), bench.rows)
   } finally {
     await bench.dispose?.()
+  }
+}
+
+// After the library's groups, as persistence is (see groups.persistence): the Redis client and effect/persistence's
+// code share call sites of Effect's runtime with ours. Before memory and lookup, which fill the heap.
+if (wanted("fleet")) {
+  if (redisAvailable) {
+    const fleet = await runFleet(timed, log)
+    report(fleet.samples, fleet.rows)
+  } else {
+    log("fleet: skipped, redis-server is not on PATH (install it: apt-get install -y redis-server)")
   }
 }
 

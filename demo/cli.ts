@@ -38,20 +38,34 @@ export const breakerFor = (name: PolicyName): Omit<SetOptions, "isFailure"> => (
   resetTimeout: "2 seconds"
 })
 
-export const usage = `usage: npm run demo -- [--policy ${policyNames.join("|")}]`
+export const usage = `usage: npm run demo -- [--policy ${policyNames.join("|")}]\n` +
+  "       npm run demo -- --fleet    (three replicas sharing their breakers through a local redis-server)"
 
-/** What the command line asks for: a run with a policy, the usage text, or an error to print before exiting. */
+/**
+ * What the command line asks for: a run with a policy, the fleet demo, the usage text, or an error to print before
+ * exiting.
+ */
 export type Command =
   | { readonly _tag: "Run"; readonly policy: PolicyName }
+  | { readonly _tag: "Fleet" }
   | { readonly _tag: "Help" }
   | { readonly _tag: "Invalid"; readonly message: string }
 
-/** Reads the arguments after `npm run demo --`. `--policy NAME` and `--policy=NAME` both work; the default is `window`. */
+/**
+ * Reads the arguments after `npm run demo --`. `--policy NAME` and `--policy=NAME` both work; the default is `window`.
+ * `--fleet` runs the fleet demo, whose replicas share the window policy (the one policy a fleet shares whatever the
+ * order of calls): it takes no `--policy` but `window`.
+ */
 export const parseArgs = (args: ReadonlyArray<string>): Command => {
   let policy: PolicyName = "window"
+  let fleet = false
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!
     if (arg === "--help" || arg === "-h") return { _tag: "Help" }
+    if (arg === "--fleet") {
+      fleet = true
+      continue
+    }
     const inline = /^--policy=(.*)$/.exec(arg)
     if (arg !== "--policy" && inline === null) {
       return { _tag: "Invalid", message: `unknown argument ${JSON.stringify(arg)}\n${usage}` }
@@ -70,5 +84,11 @@ export const parseArgs = (args: ReadonlyArray<string>): Command => {
     }
     policy = value as PolicyName
   }
-  return { _tag: "Run", policy }
+  if (fleet && policy !== "window") {
+    return {
+      _tag: "Invalid",
+      message: `--fleet runs the window policy (the fleet demo's replicas share it); drop --policy ${policy}\n${usage}`
+    }
+  }
+  return fleet ? { _tag: "Fleet" } : { _tag: "Run", policy }
 }

@@ -78,6 +78,8 @@ interface View {
   /** While local: probes running alone in this process, and those that succeeded. */
   localProbes: number
   localSuccesses: number
+  /** Whether a call of this process is asking Redis for the probe slot: one at a time per process. */
+  asking: boolean
 }
 
 /** How the fleet shares a peer's policy: its window rule, its rate rule, or not at all (it stays per process). */
@@ -147,6 +149,8 @@ export class Fleet {
   /** Calls of rate policies not yet sent, by peer: sent every 250 ms while connected, kept for replay while local. */
   readonly #tallies = new Map<string, Array<Chunk>>()
   readonly #sharing = new WeakMap<Settings, Sharing | null>()
+  /** Peers with a failure script in flight, and the failures waiting for it to answer. */
+  readonly #sending = new Map<string, Array<number>>()
   /** Isolations this process holds, by peer: renewed in Redis while held. */
   readonly #isolations = new Map<string, number>()
   #redis: Redis.Redis["Service"] | undefined = undefined
@@ -246,8 +250,24 @@ export class Fleet {
         const redis = this.#redis
         // Gone local meanwhile, or a peer whose policy the fleet does not share (it has no view then).
         if (redis === undefined || this.#sharingOf(breaker) === undefined) return restore(this.guard(peer, self))
+        // Decided again, in this step: the view may have changed since the call was admitted by the local guard.
+        const view = this.#views.get(peer)
+        if (view === undefined) return restore(self)
+        const asked = monotonicMillis(clockOf(fiber))
+        if (asked < view.deadline) return restore(this.#reject(fiber, breaker, view.tag, view.deadline - asked, self))
+        // One call per process asks; the others wait for its answer (or the change it brings).
+        if (view.asking) {
+          return restore(this.#reject(fiber, breaker, "HalfOpen", Duration.toMillis(this.config.timeout), self))
+        }
+        view.asking = true
         const context = this.#scriptContext(breaker, fiber.context)
-        return Effect.matchCauseEffect(this.#send(redis.eval(scripts.admit)(context)), {
+        const answered = Effect.ensuring(
+          this.#send(redis.eval(scripts.admit)(context)),
+          Effect.sync(() => {
+            view.asking = false
+          })
+        )
+        return Effect.matchCauseEffect(answered, {
           onFailure: (cause) => Effect.andThen(this.#fail(cause), restore(this.guard(peer, self))),
           onSuccess: (reply): Effect.Effect<A, E | CircuitOpenError, R> => {
             const clock = clockOf(fiber)
@@ -366,13 +386,20 @@ export class Fleet {
     if (sharing.kind === "window") {
       if (!failure) return
       if (redis === undefined) return this.#keep(breaker.name, at, sharing.rule)
+      const waiting = this.#sending.get(breaker.name)
+      if (waiting !== undefined) {
+        waiting.push(at)
+        if (waiting.length > sharing.rule.maxFailures + 1) waiting.shift()
+        return
+      }
+      this.#sending.set(breaker.name, [])
       const context = this.#scriptContext(breaker, fiber.context)
-      Effect.runForkWith(this.#context)(this.#sendFailure(redis, breaker, context, sharing.rule, at))
+      this.#fork(this.#sendFailures(redis, breaker, context, sharing.rule, at))
       return
     }
     const bad = sharing.rule.reason === "rate" ? failure : durationMillis >= sharing.rule.slowMillis
     this.#count(breaker.name, at, bad, sharing.rule.windowMillis)
-    if (bad && redis !== undefined) Effect.runForkWith(this.#context)(this.#flush(redis, breaker.name))
+    if (bad && redis !== undefined) this.#fork(this.#flush(redis, breaker.name))
   }
 
   #count(peer: string, at: number, bad: boolean, windowMillis: number): void {
@@ -426,7 +453,8 @@ export class Fleet {
             onFailure: (cause) =>
               Effect.andThen(
                 Effect.sync(() => {
-                  const unsent = chunks.slice(index)
+                  // A batch whose call timed out may still run in Redis: only those not sent are kept.
+                  const unsent = chunks.slice(Cause.isTimeoutError(Cause.squash(cause)) ? index + 1 : index)
                   const newer = this.#tallies.get(peer) ?? []
                   this.#tallies.set(peer, [...unsent, ...newer])
                 }),
@@ -446,21 +474,71 @@ export class Fleet {
     )
   }
 
+  /** Runs `effect` in a fiber of its own, from the next step on: nothing of it runs before the caller goes on. */
+  #fork(effect: Effect.Effect<void>): void {
+    Effect.runForkWith(this.#context)(Effect.andThen(Effect.yieldNow, effect))
+  }
+
+  /**
+   * Sends a peer's failures one at a time: the first, then those that came meanwhile (at most the rule needs), until
+   * the fleet's circuit is not closed any more (they would decide nothing). One script in flight per peer, so that a
+   * burst of failures is not a burst of scripts.
+   */
+  #sendFailures(
+    redis: Redis.Redis["Service"],
+    breaker: Breaker,
+    context: scripts.ScriptContext,
+    rule: scripts.WindowRule,
+    first: number
+  ): Effect.Effect<void> {
+    const peer = breaker.name
+    const next = (at: number): Effect.Effect<void> =>
+      Effect.flatMap(this.#sendFailure(redis, breaker, context, rule, at), (sent) => {
+        const waiting = this.#sending.get(peer)
+        if (!sent || waiting === undefined || this.#views.has(peer) || waiting.length === 0) return Effect.void
+        return next(waiting.shift()!)
+      })
+    return Effect.ensuring(
+      next(first),
+      Effect.sync(() => {
+        // Gone local meanwhile: what still waits is kept for replay.
+        const waiting = this.#sending.get(peer)
+        this.#sending.delete(peer)
+        if (waiting !== undefined && this.#redis === undefined) { for (const at of waiting) this.#keep(peer, at, rule) }
+      })
+    )
+  }
+
+  /**
+   * Sends one failure; whether it was. A failure whose call failed is kept for replay, but not one whose call timed
+   * out: it was written to Redis, which may still run it, and a replay would count it twice.
+   */
   #sendFailure(
     redis: Redis.Redis["Service"],
     breaker: Breaker,
     context: scripts.ScriptContext,
     rule: scripts.WindowRule,
     at: number
-  ): Effect.Effect<void> {
+  ): Effect.Effect<boolean> {
     return Effect.clockWith((clock) =>
       Effect.matchCauseEffect(
         this.#send(redis.eval(scripts.record)(context, "*", "failure", monotonicMillis(clock) - at, rule)),
         {
           onFailure: (cause) =>
-            Effect.andThen(Effect.sync(() => this.#keep(breaker.name, at, rule)), this.#fail(cause)),
+            Effect.as(
+              Effect.andThen(
+                Effect.sync(() => {
+                  if (!Cause.isTimeoutError(Cause.squash(cause))) this.#keep(breaker.name, at, rule)
+                }),
+                this.#fail(cause)
+              ),
+              false
+            ),
           onSuccess: (reply) =>
-            Effect.sync(() => this.#observe(breaker.name, reply, monotonicMillis(clock), clock, undefined))
+            Effect.sync(() => {
+              this.#observe(breaker.name, reply, monotonicMillis(clock), clock, undefined)
+              return true
+            })
         }
       )
     )
@@ -512,12 +590,20 @@ export class Fleet {
     }
   }
 
-  /** A Redis call under the fleet's timeout; a failure or a timeout is counted as a store error. */
+  /**
+   * A Redis call under the fleet's timeout; a failure or a timeout is counted as a store error. When the timeout
+   * fires, the event loop reads its sockets once more before the call is given up: a loop blocked past the timeout
+   * runs expired timers before it reads a reply that came in time.
+   */
   #send<A>(call: Effect.Effect<A, Redis.RedisError>): Effect.Effect<A, Redis.RedisError | Cause.TimeoutError> {
-    return Effect.tapCause(
-      Effect.timeout(call, this.config.timeout),
-      () => Metric.update(this.#storeErrors, 1)
+    const expired = Effect.andThen(
+      Effect.sleep(this.config.timeout),
+      Effect.andThen(
+        Effect.sleep(Duration.millis(1)),
+        Effect.fail(new Cause.TimeoutError("Redis did not answer in time"))
+      )
     )
+    return Effect.tapCause(Effect.raceFirst(call, expired), () => Metric.update(this.#storeErrors, 1))
   }
 
   /** A Redis call failed: the link is lost, and the set goes local until it is rebuilt. */
@@ -562,7 +648,8 @@ export class Fleet {
       openedAtWall: wallNow - Number(openedAgo),
       openMillis: Number(openMillis),
       localProbes: before?.localProbes ?? 0,
-      localSuccesses: 0
+      localSuccesses: 0,
+      asking: false
     }
     this.#views.set(peer, view)
     this.#closedGenerations.delete(peer)
@@ -825,14 +912,25 @@ export class Fleet {
     return Effect.withFiber((fiber) => {
       const pending = [...this.#pending]
       this.#pending.clear()
-      return Effect.forEach(pending, ([peer, times]) => {
+      // In order, one at a time; once a send fails the link is lost, and what was not sent is kept again.
+      const failures = pending.flatMap(([peer, times]) => times.map((at) => [peer, at] as const))
+      const send = (index: number): Effect.Effect<void> => {
+        if (index >= failures.length) return Effect.void
+        const [peer, at] = failures[index]!
         const breaker = this.#peers.lookup(peer, fiber.context)
         const sharing = this.#sharingOf(breaker)
-        if (sharing?.kind !== "window") return Effect.void
-        const rule = sharing.rule
+        if (sharing?.kind !== "window") return send(index + 1)
         const context = this.#scriptContext(breaker, fiber.context)
-        return Effect.forEach(times, (at) => this.#sendFailure(redis, breaker, context, rule, at), { discard: true })
-      }, { discard: true })
+        return Effect.flatMap(this.#sendFailure(redis, breaker, context, sharing.rule, at), (sent) => {
+          if (sent) return send(index + 1)
+          for (const [rest, restAt] of failures.slice(index + 1)) {
+            const restSharing = this.#sharingOf(this.#peers.lookup(rest, fiber.context))
+            if (restSharing?.kind === "window") this.#keep(rest, restAt, restSharing.rule)
+          }
+          return Effect.void
+        })
+      }
+      return send(0)
     })
   }
 

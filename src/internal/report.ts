@@ -85,7 +85,10 @@ export const reportChange = (
   const changes = breaker.shared.changes
   if (changes === undefined) return log
   const change = { peer: breaker.name, from: fromTag, to: toTag, at: clock.currentTimeMillisUnsafe(), reason, opening }
-  // The synchronous path fails only when a subscriber's buffer is full; `publish` then drops that subscriber's
-  // oldest change (the pubsub slides) without ever waiting.
-  return PubSub.publishUnsafe(changes, change) ? log : Effect.andThen(PubSub.publish(changes, change), log)
+  // Published when the effect runs, after the state is stored (callers run it once `Ref.modify` has returned): a
+  // subscriber that reacts to the change reads the state it announces. The synchronous path fails only when a
+  // subscriber's buffer is full; `publish` then drops that subscriber's oldest change (the pubsub slides).
+  return Effect.suspend(() =>
+    PubSub.publishUnsafe(changes, change) ? log : Effect.andThen(PubSub.publish(changes, change), log)
+  )
 }

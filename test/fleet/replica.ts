@@ -8,6 +8,7 @@
 // exits on `{"op":"exit"}` and when its stdin closes (the test process ended).
 import { NodeRedis } from "@effect/platform-node"
 import * as Cause from "effect/Cause"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
@@ -21,9 +22,9 @@ export interface ReplicaOptions {
   readonly url: string
   readonly prefix: string
   readonly maxFailures: number
-  readonly window: string
-  readonly resetTimeout: string
-  readonly timeout?: string
+  readonly window: Duration.Input
+  readonly resetTimeout: Duration.Input
+  readonly timeout?: Duration.Input
   readonly minProcesses?: number
 }
 
@@ -39,7 +40,8 @@ export type Command =
   | { readonly op: "fail"; readonly peer: string; readonly n: number }
   /**
    * `n` calls, `concurrency` at a time, each sleeping `delayMs` then succeeding (or failing, with `fail`), all started
-   * at the wall-clock instant `at` if given: how many were admitted (ran) or rejected, and the longest any took.
+   * at the wall-clock instant `at` if given: how many were admitted (ran) or rejected, and the longest any took;
+   * `admittedAt` when each admitted call started, `firstEnd` when the first admitted call ended.
    */
   | {
     readonly op: "call"
@@ -147,13 +149,14 @@ const run = async (command: Command): Promise<object> => {
     case "call": {
       if (command.at !== undefined) await until(command.at)
       const startedAt = wall()
-      let admitted = 0
+      const admittedAt: Array<number> = []
+      let firstEnd: number | undefined
       let longest = 0
       const one = Effect.suspend(() => {
-        admitted++
-        return Effect.andThen(
-          Effect.sleep(command.delayMs),
-          command.fail === true ? Effect.fail("boom") : Effect.void
+        admittedAt.push(wall())
+        return Effect.ensuring(
+          Effect.andThen(Effect.sleep(command.delayMs), command.fail === true ? Effect.fail("boom") : Effect.void),
+          Effect.sync(() => (firstEnd ??= wall()))
         )
       })
       const exits = await Effect.runPromise(Effect.forEach(
@@ -170,7 +173,9 @@ const run = async (command: Command): Promise<object> => {
       ))
       const outcomes = exits.map(outcome)
       return {
-        admitted,
+        admitted: admittedAt.length,
+        admittedAt,
+        firstEnd,
         rejected: outcomes.filter((o) => o === "rejected").length,
         ok: outcomes.filter((o) => o === "ok").length,
         failed: outcomes.filter((o) => o === "failed").length,
