@@ -36,7 +36,7 @@
  * `since` as when they connected (a set that went local and came back would have measured the local path).
  *
  * Working tree only: a `--baseline` build from before fleet mode has no `makeRedis`. The redis-server is started and
- * stopped by the fleet tests' helper (test/fleet/redisServer.ts), imported as it is.
+ * stopped by scripts/redisServer.ts, as the fleet tests do.
  */
 import { NodeRedis } from "@effect/platform-node"
 import * as Context from "effect/Context"
@@ -48,9 +48,9 @@ import * as Redis from "effect/persistence/Redis"
 import * as References from "effect/References"
 import * as Scope from "effect/Scope"
 import { setImmediate as yieldToLoop, setTimeout as sleep } from "node:timers/promises"
+import { redisAvailable, redisCommand, type RedisServer, startRedis } from "../scripts/redisServer.ts"
 import type { RedisSetOptions, SetOptions } from "../src/index.ts"
 import { CircuitBreakerSet } from "../src/index.ts"
-import { redisAvailable, redisCommand, type RedisServer, startRedis } from "../test/fleet/redisServer.ts"
 import type { Settings } from "./groups.ts"
 import type { Case, Row, Samples } from "./harness.ts"
 import { effectLoop, median, runGroup } from "./harness.ts"

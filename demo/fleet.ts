@@ -16,8 +16,8 @@ import { type ChildProcess, fork } from "node:child_process"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
 import { fileURLToPath } from "node:url"
+import { redisAvailable, redisCommand, startRedis } from "../scripts/redisServer.ts"
 import type { CircuitStateChange } from "../src/CircuitStateChange.ts"
-import { redisAvailable, redisCommand, startRedis } from "../test/fleet/redisServer.ts"
 import type { ReplicaConfig, ReplicaEvent, StartMessage } from "./fleetReplica.ts"
 
 export type { ReplicaEvent }

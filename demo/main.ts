@@ -17,7 +17,7 @@ if (command._tag === "Help") {
 } else if (command._tag === "Fleet") {
   // Loaded only here: it starts processes, and needs redis-server.
   const { missingRedisMessage, runFleetDemo } = await import("./fleet.ts")
-  const { redisAvailable } = await import("../test/fleet/redisServer.ts")
+  const { redisAvailable } = await import("../scripts/redisServer.ts")
   if (!redisAvailable) {
     console.error(missingRedisMessage)
     process.exitCode = 1

@@ -1,6 +1,6 @@
 /**
  * Redis memory per peer in fleet mode (issue 11, rule 10: under 300 B per peer with `maxFailures: 3`; the spike saw
- * 211 B). Starts its own redis-server (test/fleet/redisServer.ts), and for each case empties it, reads `used_memory`
+ * 211 B). Starts its own redis-server (scripts/redisServer.ts), and for each case empties it, reads `used_memory`
  * (INFO memory), drives every peer through the fleet's `record` script (Redis TIME, as in production; many peers in
  * flight at once, so node-redis pipelines them), reads `used_memory` again, and prints the difference per peer, with
  * one peer's key as Redis stores it (MEMORY USAGE, fields and their sizes).
@@ -15,7 +15,7 @@ import { NodeRedis } from "@effect/platform-node"
 import { Effect } from "effect"
 import * as Redis from "effect/persistence/Redis"
 import * as scripts from "../src/internal/fleetScripts.ts"
-import { redisAvailable, startRedis } from "../test/fleet/redisServer.ts"
+import { redisAvailable, startRedis } from "./redisServer.ts"
 
 const TARGET_BYTES = 300
 const peers = Number(process.argv[2] ?? 100_000)

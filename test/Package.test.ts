@@ -72,6 +72,9 @@ describe("the built package", () => {
         openDuration: Object.keys(index.OpenDuration).sort(),
         openDurationModule: Object.keys(await import("effect-circuit/OpenDuration")).sort(),
         defaultPolicy: (await import("effect-circuit/CircuitBreakerOptions")).defaults.policy._tag,
+        fleetStatus: Object.keys(index.FleetStatus).sort(),
+        fleetStatusModule: Object.keys(await import("effect-circuit/FleetStatus")).sort(),
+        layerRedis: typeof index.CircuitBreakerSet.layerRedis,
         isOpen: index.CircuitState.isOpen({ _tag: "Open" }),
         isClosed: index.CircuitState.isClosed({ _tag: "Open" })
       }))
@@ -81,7 +84,7 @@ describe("the built package", () => {
     assert.deepStrictEqual(result.single, ["isCircuitBreaker", "make", "state", "withBreaker"])
     assert.deepStrictEqual(result.state, ["isClosed", "isHalfOpen", "isOpen"])
     assert.deepStrictEqual(result.metrics, ["calls", "opening", "probes", "state", "transitions"])
-    assert.strictEqual(result.version, "0.2.0")
+    assert.strictEqual(result.version, "0.3.0")
     assert.isFalse(result.internal)
     assert.deepStrictEqual(result.unlisted, [])
     assert.deepStrictEqual(result.options, ["defaults"])
@@ -91,6 +94,9 @@ describe("the built package", () => {
     assert.deepStrictEqual(result.openDuration, ["exponential"])
     assert.deepStrictEqual(result.openDurationModule, ["exponential"])
     assert.strictEqual(result.defaultPolicy, "Window")
+    assert.deepStrictEqual(result.fleetStatus, ["isConnected", "isLocal"])
+    assert.deepStrictEqual(result.fleetStatusModule, ["isConnected", "isLocal"])
+    assert.strictEqual(result.layerRedis, "function")
     assert.isTrue(result.isOpen)
     assert.isFalse(result.isClosed)
   })
