@@ -1,4 +1,4 @@
-// Fleet mode across real processes (issue 11, rules 2, 3, 4, 6 and 8): each test spawns replicas
+// Fleet mode across real processes (issue 11, rules 2, 3, 4, 6, 8 and 11): each test spawns replicas
 // (test/fleet/replica.ts, child Node processes) against one redis-server, and drives them over stdin/stdout. Real
 // time, short durations, generous bounds; speeds are measured and printed (FLEET_* lines), never asserted tightly.
 import type * as Duration from "effect/Duration"
@@ -16,6 +16,11 @@ const REDIS_TIMEOUT_MS = 100
 const DETECT_BOUND_MS = 2 * REDIS_TIMEOUT_MS + 1_000
 /** Slack over every bound: the machine may be a busy 2-core one. */
 const SLACK_MS = 2_000
+
+/** How long an isolation lasts in Redis unless its holder renews it (once a second): see docs/fleet.md. */
+const ISOLATION_LEASE_MS = 10_000
+/** The bound on an isolation outliving its dead holder: the lease, with room for a busy machine. */
+const LAPSE_BOUND_MS = 20_000
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
@@ -184,6 +189,27 @@ const oneCall = async (replica: Replica, peer: string): Promise<"admitted" | "re
   const result = await replica.send({ op: "call", peer, n: 1, concurrency: 1, delayMs: 0 })
   assert.strictEqual(result["admitted"] + result["rejected"], 1)
   return result["admitted"] === 1 ? "admitted" : "rejected"
+}
+
+/** One call to `peer` in `replica`: "admitted", or the `state` of its `CircuitOpenError`; and when it was decided. */
+const oneCallBy = async (replica: Replica, peer: string): Promise<{ readonly by: string; readonly at: number }> => {
+  const result = await replica.send({ op: "call", peer, n: 1, concurrency: 1, delayMs: 0 })
+  assert.strictEqual(result["admitted"] + result["rejected"], 1, `${replica.name}: ${JSON.stringify(result)}`)
+  return result["admitted"] === 1
+    ? { by: "admitted", at: result["admittedAt"][0] }
+    : { by: result["rejectedBy"][0], at: result["startedAt"] }
+}
+
+/** Calls `peer` in `replica` every 50 ms until a call is admitted; when the first one was (wall-clock ms). */
+const firstAdmission = async (replica: Replica, peer: string, timeoutMs: number): Promise<number> => {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const { at, by } = await oneCallBy(replica, peer)
+    if (by === "admitted") return at
+    assert.strictEqual(by, "Isolated", `${replica.name}: a call to ${peer} rejected, but not as isolated`)
+    if (Date.now() > deadline) assert.fail(`${replica.name}: no call to ${peer} admitted within ${timeoutMs} ms`)
+    await sleep(50)
+  }
 }
 
 const percentile = (sorted: ReadonlyArray<number>, p: number): number =>
@@ -615,6 +641,83 @@ describeRedis("fleet mode across processes (real redis-server, real Node process
         assert.strictEqual(await field(options.prefix, "hung", "s"), "C")
         assert.deepInclude(await c.send({ op: "fail", peer: "hung", n: 1 }), { failed: 1 })
         await waitForState(replicas, "hung", "Open")
+      },
+      TEST_TIMEOUT_MS
+    )
+
+    it(
+      "rule 11: an isolation held by one process rejects calls everywhere as Isolated; released, all admit within 2 s",
+      async () => {
+        const replicas = await startFleet(3, fleetOptions())
+        const [a, b, c] = replicas as [Replica, Replica, Replica]
+        const peer = "held"
+        const isolated = await a.send({ op: "isolate", peer })
+        assert.deepInclude(await oneCallBy(a, peer), { by: "Isolated" })
+        const reached: Array<number> = []
+        for (const replica of [b, c]) {
+          await waitUntil(
+            `${replica.name} rejects ${peer} as isolated`,
+            2_000,
+            async () => (await oneCallBy(replica, peer)).by === "Isolated"
+          )
+          reached.push(Date.now() - isolated["at"])
+          assert.strictEqual(await replica.state(peer), "Open", replica.name)
+        }
+        // Another peer is not affected.
+        for (const replica of replicas) assert.strictEqual(await oneCall(replica, "other"), "admitted", replica.name)
+
+        const released = await a.send({ op: "release", peer })
+        assert.isTrue(released["released"])
+        const admitted = await Promise.all(
+          replicas.map(async (replica) => (await firstAdmission(replica, peer, 2_000)) - released["at"])
+        )
+        admitted.forEach((delay, i) => assert.isBelow(delay, 2_000, `${replicas[i]!.name} admitted ${delay} ms late`))
+        assert.deepInclude(await a.send({ op: "release", peer }), { released: false })
+        console.log(
+          `FLEET_ISOLATION_RELEASE ${admitted.map(ms).join(",")} (A, B, C: first admitted call − release in A; ` +
+            `bound 2000ms) isolation reached B, C within ${reached.map(ms).join(",")}`
+        )
+      },
+      TEST_TIMEOUT_MS
+    )
+
+    it(
+      "rule 11: an isolation whose holder is SIGKILLed lapses with its lease: the others admit again, in bounds",
+      async () => {
+        const replicas = await startFleet(3, fleetOptions())
+        const [a, b, c] = replicas as [Replica, Replica, Replica]
+        const peer = "orphaned"
+        const isolated = await a.send({ op: "isolate", peer })
+        for (const replica of [b, c]) {
+          await waitUntil(
+            `${replica.name} rejects ${peer} as isolated`,
+            2_000,
+            async () => (await oneCallBy(replica, peer)).by === "Isolated"
+          )
+        }
+        // A holds it for a while (renewing its lease every second), then dies without releasing it.
+        await sleep(isolated["at"] + 4_000 - Date.now())
+        const killedAt = Date.now()
+        await a.kill()
+        // Past the first lease's end: the renewals kept it, and B and C still reject.
+        await sleep(isolated["at"] + ISOLATION_LEASE_MS + 1_000 - Date.now())
+        for (const replica of [b, c]) {
+          assert.deepInclude(
+            await oneCallBy(replica, peer),
+            { by: "Isolated" },
+            `${replica.name}: the isolation ended with its first lease, though A renewed it`
+          )
+        }
+        // The last renewal's lease ends: B and C admit calls again, each finding it out on its own.
+        const lapses = await Promise.all(
+          [b, c].map(async (replica) => (await firstAdmission(replica, peer, LAPSE_BOUND_MS)) - killedAt)
+        )
+        lapses.forEach((lapse, i) => assert.isBelow(lapse, LAPSE_BOUND_MS, `${[b, c][i]!.name}: ${lapse} ms`))
+        console.log(
+          `FLEET_ISOLATION_LAPSE ${lapses.map(ms).join(",")} (B, C: first admitted call − SIGKILL of the holder, ` +
+            `which held it ${ms(killedAt - isolated["at"])}; lease ${ISOLATION_LEASE_MS}ms renewed every 1s; ` +
+            `bound ${LAPSE_BOUND_MS}ms)`
+        )
       },
       TEST_TIMEOUT_MS
     )

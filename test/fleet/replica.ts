@@ -41,7 +41,8 @@ export type Command =
   /**
    * `n` calls, `concurrency` at a time, each sleeping `delayMs` then succeeding (or failing, with `fail`), all started
    * at the wall-clock instant `at` if given: how many were admitted (ran) or rejected, and the longest any took;
-   * `admittedAt` when each admitted call started, `firstEnd` when the first admitted call ended.
+   * `admittedAt` when each admitted call started, `firstEnd` when the first admitted call ended; `rejectedBy` the
+   * `state` of each rejection's `CircuitOpenError`.
    */
   | {
     readonly op: "call"
@@ -65,6 +66,13 @@ export type Command =
    * whether a call made at that instant was rejected.
    */
   | { readonly op: "watch"; readonly peer: string; readonly timeoutMs: number }
+  /**
+   * `breakers.isolate(peer)` in a scope of its own, kept open until `release` (or until the process dies): when the
+   * isolation was in place.
+   */
+  | { readonly op: "isolate"; readonly peer: string }
+  /** Closes the scope of this process's oldest isolation of `peer` still held: whether there was one, and when. */
+  | { readonly op: "release"; readonly peer: string }
   | { readonly op: "exit" }
 
 /** Wall-clock milliseconds with sub-millisecond precision, comparable across processes of one machine. */
@@ -123,6 +131,13 @@ await sleep(20)
 const outcome = (exit: Exit.Exit<unknown, unknown>): "ok" | "rejected" | "failed" =>
   Exit.isSuccess(exit) ? "ok" : isRejection(exit) ? "rejected" : "failed"
 
+/** The `state` of a rejection's `CircuitOpenError` ("Open", "HalfOpen" or "Isolated"). */
+const rejectedBy = (exit: Exit.Exit<unknown, unknown>): string | undefined =>
+  Exit.isFailure(exit) && isRejection(exit) ? (Cause.squash(exit.cause) as { state?: string }).state : undefined
+
+/** The scopes of the isolations this process holds, by peer, oldest first: closed by `release`. */
+const isolations = new Map<string, Array<Scope.Closeable>>()
+
 const run = async (command: Command): Promise<object> => {
   switch (command.op) {
     case "status":
@@ -179,6 +194,7 @@ const run = async (command: Command): Promise<object> => {
         rejected: outcomes.filter((o) => o === "rejected").length,
         ok: outcomes.filter((o) => o === "ok").length,
         failed: outcomes.filter((o) => o === "failed").length,
+        rejectedBy: exits.flatMap((exit) => rejectedBy(exit) ?? []),
         startedAt,
         longestMs: longest
       }
@@ -204,6 +220,20 @@ const run = async (command: Command): Promise<object> => {
         if (wall() > deadline) return { seenAt: undefined, rejected: undefined }
         await sleep(2)
       }
+    }
+    case "isolate": {
+      const held = Scope.makeUnsafe()
+      await Effect.runPromise(Scope.provide(breakers.isolate(command.peer), held))
+      isolations.set(command.peer, [...(isolations.get(command.peer) ?? []), held])
+      return { at: wall() }
+    }
+    case "release": {
+      const [held, ...rest] = isolations.get(command.peer) ?? []
+      if (held === undefined) return { released: false, at: wall() }
+      if (rest.length === 0) isolations.delete(command.peer)
+      else isolations.set(command.peer, rest)
+      await Effect.runPromise(Scope.close(held, Exit.void))
+      return { released: true, at: wall() }
     }
     case "exit":
       setTimeout(() => process.exit(0), 10)
