@@ -591,18 +591,23 @@ export class Fleet {
   }
 
   /**
-   * A Redis call under the fleet's timeout; a failure or a timeout is counted as a store error. When the timeout
-   * fires, the event loop reads its sockets once more before the call is given up: a loop blocked past the timeout
-   * runs expired timers before it reads a reply that came in time.
+   * A Redis call under the fleet's timeout; a failure or a timeout is counted as a store error. A timer that fires
+   * late means the event loop was blocked, and a reply that came in time may be waiting unread (Node runs expired
+   * timers before it reads sockets): the call then gets one more `timeout`.
    */
   #send<A>(call: Effect.Effect<A, Redis.RedisError>): Effect.Effect<A, Redis.RedisError | Cause.TimeoutError> {
-    const expired = Effect.andThen(
-      Effect.sleep(this.config.timeout),
-      Effect.andThen(
-        Effect.sleep(Duration.millis(1)),
-        Effect.fail(new Cause.TimeoutError("Redis did not answer in time"))
+    const timeoutMillis = Duration.toMillis(this.config.timeout)
+    const expired = Effect.clockWith((clock) => {
+      const started = monotonicMillis(clock)
+      return Effect.andThen(
+        Effect.sleep(this.config.timeout),
+        Effect.suspend(() => {
+          const late = monotonicMillis(clock) - started - timeoutMillis
+          const given = late > timeoutMillis / 2 ? Effect.sleep(this.config.timeout) : Effect.sleep(Duration.millis(1))
+          return Effect.andThen(given, Effect.fail(new Cause.TimeoutError("Redis did not answer in time")))
+        })
       )
-    )
+    })
     return Effect.tapCause(Effect.raceFirst(call, expired), () => Metric.update(this.#storeErrors, 1))
   }
 

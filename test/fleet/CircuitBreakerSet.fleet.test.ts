@@ -339,6 +339,69 @@ describeRedis("fleet mode within one process", () => {
     }).pipe(Effect.scoped), 30_000)
 })
 
+describeRedis("fleet mode under load", () => {
+  const ownServer = Effect.acquireRelease(
+    Effect.promise(() => startRedis()),
+    (server) => Effect.promise(() => server.stop())
+  )
+  const scriptCalls = (port: number) =>
+    Effect.map(
+      Effect.promise(() => redisCommand(port, "INFO", "commandstats")),
+      (text) => Number(/cmdstat_evalsha:calls=(\d+)/.exec(text)?.[1] ?? 0)
+    )
+
+  it.live(
+    "a burst of failures on one peer sends a few scripts, not one each, and the set stays connected",
+    () =>
+      Effect.gen(function*() {
+        const server = yield* ownServer
+        const set = yield* CircuitBreakerSet.makeRedis({
+          redis: redisLayer(server.url),
+          prefix: "burst:",
+          maxFailures: 5
+        })
+        yield* connected(set)
+        const before = yield* scriptCalls(server.port)
+        yield* Effect.all(Array.from({ length: 1_000 }, () => fail(set, "b")), { concurrency: "unbounded" })
+        yield* untilState(set, "b", "Open")
+        yield* Effect.sleep("300 millis")
+        const sent = (yield* scriptCalls(server.port)) - before
+        // Six failures open it (more than 5); the rest waited for the one in flight, and were dropped once it opened.
+        assert.isAtLeast(sent, 6)
+        assert.isAtMost(sent, 20)
+        assert.isTrue(FleetStatus.isConnected(yield* set.fleet))
+      }).pipe(Effect.scoped),
+    30_000
+  )
+
+  it.live(
+    "an event loop blocked past the timeout with a reply waiting does not take the set local",
+    () =>
+      Effect.gen(function*() {
+        const server = yield* ownServer
+        const set = yield* CircuitBreakerSet.makeRedis({
+          redis: redisLayer(server.url),
+          prefix: "stall:",
+          maxFailures: 5,
+          timeout: "100 millis"
+        })
+        yield* connected(set)
+        const since = (yield* set.fleet).since
+        yield* fail(set, "s")
+        // The failure's script is in flight: block the loop past the timeout; its reply comes in meanwhile.
+        yield* Effect.sleep("1 millis")
+        const blockedUntil = Date.now() + 250
+        while (Date.now() < blockedUntil) {
+          // Busy: the event loop cannot run.
+        }
+        yield* Effect.sleep("200 millis")
+        const status = yield* set.fleet
+        assert.deepInclude(status, { _tag: "Connected", since })
+      }).pipe(Effect.scoped),
+    30_000
+  )
+})
+
 describeRedis("fleet mode while Redis is away", () => {
   it.live(
     "a set built while Redis is down starts local, keeps failures, and joins when Redis comes",

@@ -104,7 +104,12 @@ describeRedis("review of fleet.ts (each test fails until its finding is fixed)",
     "a circuit whose key expired is closed for the fleet: every call admitted, no Redis on the path",
     () =>
       Effect.gen(function*() {
-        const { member, prefix } = fleet()
+        // A server of its own: the scripts it serves are counted, and the file's other tests run meanwhile.
+        const own = yield* Effect.acquireRelease(
+          Effect.promise(() => startRedis()),
+          (s) => Effect.promise(() => s.stop())
+        )
+        const { member, prefix } = fleet(() => own.url)
         const options = { maxFailures: 0, resetTimeout: "200 millis", idleTimeToLive: "1 second" } as const
         const a = yield* member(options)
         const b = yield* member(options)
@@ -112,12 +117,12 @@ describeRedis("review of fleet.ts (each test fails until its finding is fixed)",
         yield* untilState(a, "gone", "Open")
         // The key lives 200 + 200 + 1,000 ms after the opening.
         const deadline = Date.now() + 5_000
-        while ((yield* Effect.promise(() => redisCommand(server.port, "EXISTS", `${prefix}{gone}`))) !== "0") {
+        while ((yield* Effect.promise(() => redisCommand(own.port, "EXISTS", `${prefix}{gone}`))) !== "0") {
           assert.isBelow(Date.now(), deadline, "the key never expired")
           yield* Effect.sleep("100 millis")
         }
         // The fleet's circuit is closed now (an expired key is a fresh breaker): A's calls, 20 at once, 3 times.
-        const before = yield* Effect.promise(() => scriptCalls(server.port))
+        const before = yield* Effect.promise(() => scriptCalls(own.port))
         const outcomes: Array<string> = []
         for (let round = 0; round < 3; round++) {
           const exits = yield* Effect.all(
@@ -129,7 +134,7 @@ describeRedis("review of fleet.ts (each test fails until its finding is fixed)",
           )
           outcomes.push(...exits.map(outcome))
         }
-        const scripts = (yield* Effect.promise(() => scriptCalls(server.port))) - before
+        const scripts = (yield* Effect.promise(() => scriptCalls(own.port))) - before
         const state = (yield* a.state("gone"))._tag
         const rejected = outcomes.filter((o) => o !== "admitted")
         assert.deepStrictEqual(
@@ -149,16 +154,16 @@ describeRedis("review of fleet.ts (each test fails until its finding is fixed)",
   it.live("an isolation taken while a probe runs survives the probe's success", () =>
     Effect.gen(function*() {
       const { member, prefix } = fleet()
-      const options = { maxFailures: 0, resetTimeout: "300 millis" } as const
+      const options = { maxFailures: 0, resetTimeout: "1 second" } as const
       const a = yield* member(options)
       const b = yield* member(options)
       const c = yield* member(options)
       yield* fail(b, "p")
       yield* untilState(c, "p", "Open")
-      yield* Effect.sleep("400 millis")
-      // B's call is the fleet's probe; it succeeds 600 ms later.
+      yield* Effect.sleep("1100 millis")
+      // B's call is the fleet's probe (its lease: 1 s); it succeeds 500 ms later.
       const probe = yield* Effect.forkScoped(
-        Effect.exit(Effect.succeed(1).pipe(Effect.delay("600 millis"), b.withBreaker("p")))
+        Effect.exit(Effect.succeed(1).pipe(Effect.delay("500 millis"), b.withBreaker("p")))
       )
       yield* Effect.sleep("150 millis")
       yield* a.isolate("p")
