@@ -236,7 +236,8 @@ export class Fleet {
       return runPeer(fiber, this.#peers, breaker.name, self)
     }
     breaker.series.count("rejected")
-    return breaker.shared.rejections.get(breaker, breaker.name, tag, retryAfterMillis)
+    // An isolation promises no end, as in memory: its lease is only how long until this process looks again.
+    return breaker.shared.rejections.get(breaker, breaker.name, tag, tag === "Isolated" ? Infinity : retryAfterMillis)
   }
 
   /**
@@ -257,10 +258,10 @@ export class Fleet {
         if (asked < view.deadline) return restore(this.#reject(fiber, breaker, view.tag, view.deadline - asked, self))
         // One call per process asks; the others wait for its answer (or the change it brings).
         if (view.asking) {
-          return restore(this.#reject(fiber, breaker, "HalfOpen", Duration.toMillis(this.config.timeout), self))
+          return restore(this.#reject(fiber, breaker, view.tag, Duration.toMillis(this.config.timeout), self))
         }
-        view.asking = true
         const context = this.#scriptContext(breaker, fiber.context)
+        view.asking = true
         const answered = Effect.ensuring(
           this.#send(redis.eval(scripts.admit)(context)),
           Effect.sync(() => {
@@ -268,7 +269,7 @@ export class Fleet {
           })
         )
         return Effect.matchCauseEffect(answered, {
-          onFailure: (cause) => Effect.andThen(this.#fail(cause), restore(this.guard(peer, self))),
+          onFailure: (cause) => Effect.andThen(this.#fail(redis, cause), restore(this.guard(peer, self))),
           onSuccess: (reply): Effect.Effect<A, E | CircuitOpenError, R> => {
             const clock = clockOf(fiber)
             const now = monotonicMillis(clock)
@@ -319,19 +320,27 @@ export class Fleet {
             ? "timeout"
             : classify(result, breaker.settings.options.isFailure, () => {})
           const redis = this.#redis
+          // Redis gone meanwhile: the result decides this process's view, as a probe alone would.
+          const alone = Effect.sync(() => this.#probedAlone(breaker, outcome, clockOf(fiber)))
           const recorded = redis === undefined
-            ? Effect.void
+            ? alone
             : Effect.matchCauseEffect(this.#send(redis.eval(scripts.record)(context, ticket, outcome, 0, probeRule)), {
-              onFailure: (cause) => this.#fail(cause),
+              onFailure: (cause) => Effect.andThen(this.#fail(redis, cause), alone),
               onSuccess: (reply) => {
                 const clock = clockOf(fiber)
                 return Effect.sync(() => this.#observe(breaker.name, reply, monotonicMillis(clock), clock, undefined))
               }
             })
-          // A probe whose lease ended has failed: its caller is told the circuit is open again.
-          const answer: Effect.Effect<A, E | CircuitOpenError> = result ??
-            this.#shared.rejections.get(breaker, breaker.name, "Open", 0)
-          return Effect.andThen(recorded, answer)
+          // A probe whose lease ended has failed: its caller is told the circuit is open again, for how long.
+          if (result !== undefined) return Effect.andThen(recorded, result)
+          return Effect.andThen(
+            recorded,
+            Effect.suspend(() => {
+              const view = this.#views.get(breaker.name)
+              const left = view === undefined ? 0 : Math.max(0, view.deadline - monotonicMillis(clockOf(fiber)))
+              return this.#shared.rejections.get(breaker, breaker.name, "Open", left)
+            })
+          )
         })
     )
   }
@@ -350,22 +359,33 @@ export class Fleet {
     if (view.localProbes >= limits.probes) {
       return this.#reject(fiber, breaker, "HalfOpen", limits.probeTimeoutMillis ?? view.openMillis, self)
     }
-    view.localProbes++
-    const probed = Effect.onExit(self, (exit) =>
-      Effect.clockWith((clock) =>
-        Effect.sync(() => {
-          view.localProbes--
-          if (this.#views.get(breaker.name) !== view) return
-          const outcome = classify(exit, breaker.settings.options.isFailure, () => {})
-          if (outcome === "failure") {
-            view.deadline = monotonicMillis(clock) + view.openMillis
-            view.localSuccesses = 0
-          } else if (outcome === "success" && ++view.localSuccesses >= limits.successThreshold) {
-            this.#close(breaker.name, view.generation, "probe-succeeded", this.process, clock)
-          }
-        })
-      ))
-    return runPeer(fiber, this.#peers, breaker.name, probed)
+    return Effect.uninterruptibleMask((restore) =>
+      Effect.suspend(() => {
+        view.localProbes++
+        return Effect.onExit(restore(runPeer(fiber, this.#peers, breaker.name, self)), (exit) =>
+          Effect.clockWith((clock) =>
+            Effect.sync(() => {
+              view.localProbes--
+              if (this.#views.get(breaker.name) !== view) {
+                return
+              }
+              this.#probedAlone(breaker, classify(exit, breaker.settings.options.isFailure, () => {}), clock)
+            })
+          ))
+      })
+    )
+  }
+
+  /** A probe's result decided by this process alone: a failure starts the view's opening again, successes close it. */
+  #probedAlone(breaker: Breaker, outcome: scripts.FleetOutcome, clock: Clock.Clock): void {
+    const view = this.#views.get(breaker.name)
+    if (view === undefined) return
+    if (outcome === "failure" || outcome === "timeout") {
+      view.deadline = monotonicMillis(clock) + view.openMillis
+      view.localSuccesses = 0
+    } else if (outcome === "success" && ++view.localSuccesses >= breaker.settings.limits.successThreshold) {
+      this.#close(breaker.name, view.generation, "probe-succeeded", this.process, clock)
+    }
   }
 
   /** Guards `self` with `peer`'s breakers, deciding when the effect runs. */
@@ -458,7 +478,7 @@ export class Fleet {
                   const newer = this.#tallies.get(peer) ?? []
                   this.#tallies.set(peer, [...unsent, ...newer])
                 }),
-                Effect.andThen(this.#fail(cause), Effect.interrupt)
+                Effect.andThen(this.#fail(redis, cause), Effect.interrupt)
               ),
             onSuccess: (reply) =>
               Effect.sync(() => this.#observe(peer, reply, monotonicMillis(clock), clock, undefined))
@@ -470,7 +490,12 @@ export class Fleet {
   /** Sends every peer's counted calls: every 250 ms while connected, and on rejoining. */
   #flushAll(redis: Redis.Redis["Service"]): Effect.Effect<void> {
     return Effect.suspend(() =>
-      Effect.forEach([...this.#tallies.keys()], (peer) => this.#flush(redis, peer), { discard: true })
+      // Stops once the link is lost: each call left would wait its whole timeout.
+      Effect.forEach(
+        [...this.#tallies.keys()],
+        (peer) => Effect.suspend(() => this.#redis === redis ? this.#flush(redis, peer) : Effect.void),
+        { discard: true }
+      )
     )
   }
 
@@ -492,8 +517,10 @@ export class Fleet {
     first: number
   ): Effect.Effect<void> {
     const peer = breaker.name
+    let unsent = false
     const next = (at: number): Effect.Effect<void> =>
       Effect.flatMap(this.#sendFailure(redis, breaker, context, rule, at), (sent) => {
+        unsent = !sent
         const waiting = this.#sending.get(peer)
         if (!sent || waiting === undefined || this.#views.has(peer) || waiting.length === 0) return Effect.void
         return next(waiting.shift()!)
@@ -501,10 +528,12 @@ export class Fleet {
     return Effect.ensuring(
       next(first),
       Effect.sync(() => {
-        // Gone local meanwhile: what still waits is kept for replay.
+        // The link was lost meanwhile: what still waits is kept for replay.
         const waiting = this.#sending.get(peer)
         this.#sending.delete(peer)
-        if (waiting !== undefined && this.#redis === undefined) { for (const at of waiting) this.#keep(peer, at, rule) }
+        if (waiting !== undefined && (unsent || this.#redis !== redis)) {
+          for (const at of waiting) this.#keep(peer, at, rule)
+        }
       })
     )
   }
@@ -530,7 +559,7 @@ export class Fleet {
                 Effect.sync(() => {
                   if (!Cause.isTimeoutError(Cause.squash(cause))) this.#keep(breaker.name, at, rule)
                 }),
-                this.#fail(cause)
+                this.#fail(redis, cause)
               ),
               false
             ),
@@ -612,9 +641,10 @@ export class Fleet {
   }
 
   /** A Redis call failed: the link is lost, and the set goes local until it is rebuilt. */
-  #fail(cause: Cause.Cause<unknown>): Effect.Effect<void> {
+  #fail(redis: Redis.Redis["Service"], cause: Cause.Cause<unknown>): Effect.Effect<void> {
     return Effect.sync(() => {
-      if (this.#redis === undefined) return
+      // A late failure of a link already replaced says nothing of the current one.
+      if (this.#redis !== redis) return
       this.#redis = undefined
       if (this.#lost !== undefined) Deferred.doneUnsafe(this.#lost, Exit.succeed(describe(cause)))
     })
@@ -707,6 +737,23 @@ export class Fleet {
     )
   }
 
+  /**
+   * Drops the views whose deadline passed more than `idleTimeToLive` ago: their peer has not been called since (a
+   * call would have asked Redis), so what they say is stale, and an unbounded population of peers must not grow the
+   * map. Their generation is kept, to tell a late reply from news.
+   */
+  readonly #prune: Effect.Effect<void> = Effect.clockWith((clock) =>
+    Effect.sync(() => {
+      const stale = monotonicMillis(clock) - this.config.idleMillis
+      for (const [peer, view] of this.#views) {
+        if (view.deadline < stale && view.localProbes === 0 && !view.asking) {
+          this.#views.delete(peer)
+          this.#rememberClosed(peer, view.generation)
+        }
+      }
+    })
+  )
+
   /** The fleet's view of `peer` as a `CircuitState`, if it is not closed. */
   stateOf(peer: string, now: number, wallNow: number): CircuitState | undefined {
     const view = this.#views.get(peer)
@@ -773,7 +820,7 @@ export class Fleet {
       const redis = this.#redis
       if (redis === undefined) return Effect.void
       return Effect.matchCauseEffect(this.#send(call(redis, this.#scriptContext(breaker, fiber.context))), {
-        onFailure: (cause) => this.#fail(cause),
+        onFailure: (cause) => this.#fail(redis, cause),
         onSuccess: (reply) => {
           const clock = clockOf(fiber)
           return Effect.sync(() =>
@@ -794,7 +841,7 @@ export class Fleet {
     const attempt = (scope: Scope.Scope): Effect.Effect<void> =>
       Effect.gen({ self: this }, function*() {
         const lost = yield* Deferred.make<string>()
-        const connected = yield* Effect.exit(Effect.timeout(this.#connect(scope), this.#connectTimeout()))
+        const connected = yield* Effect.exit(Effect.timeout(this.#connect(scope, lost), this.#connectTimeout()))
         if (Exit.isFailure(connected)) {
           yield* Metric.update(this.#storeErrors, 1)
           this.#goLocal(describe(connected.cause))
@@ -833,7 +880,7 @@ export class Fleet {
     })
     return Effect.andThen(
       Metric.update(this.#storeUp, 0),
-      Effect.forever(Effect.andThen(scoped, Effect.sleep(healthInterval)))
+      Effect.forever(Effect.andThen(scoped, Effect.andThen(this.#prune, Effect.sleep(healthInterval))))
     )
   })
 
@@ -843,11 +890,11 @@ export class Fleet {
 
   #goLocal(reason: string): void {
     this.#redis = undefined
-    this.#status = { connected: false, since: Date.now(), reason }
+    this.#status = { connected: false, since: this.#status.connected ? Date.now() : this.#status.since, reason }
   }
 
   /** Builds the Redis layer in `scope` (its client's own logs silenced: the set logs once per change), subscribes. */
-  #connect(scope: Scope.Scope): Effect.Effect<Redis.Redis["Service"], unknown> {
+  #connect(scope: Scope.Scope, lost: Deferred.Deferred<string>): Effect.Effect<Redis.Redis["Service"], unknown> {
     return Effect.gen({ self: this }, function*() {
       const context = yield* Layer.buildWithScope(this.config.redis, scope).pipe(
         Effect.provideService(References.MinimumLogLevel, "Error")
@@ -855,7 +902,6 @@ export class Fleet {
       const redis = context.mapUnsafe.get("effect/persistence/Redis") as Redis.Redis["Service"]
       const messages = yield* Scope.provide(redis.subscribe(this.channel), scope)
       yield* redis.send("PING")
-      const lostSignal = () => this.#lost
       yield* Effect.forkIn(
         Effect.forever(
           Effect.flatMap(
@@ -865,8 +911,7 @@ export class Fleet {
         ).pipe(
           Effect.catchCause((cause) =>
             Effect.sync(() => {
-              const lost = lostSignal()
-              if (lost !== undefined) Deferred.doneUnsafe(lost, Exit.succeed(`subscription ended: ${describe(cause)}`))
+              Deferred.doneUnsafe(lost, Exit.succeed(`subscription ended: ${describe(cause)}`))
             })
           )
         ),
@@ -896,7 +941,10 @@ export class Fleet {
 
   /** Checks once a second that Redis answers (and renews the isolations held); ends with why it stopped. */
   #health(redis: Redis.Redis["Service"]): Effect.Effect<string> {
-    const check = Effect.andThen(this.#renewIsolations(redis), this.#send(redis.send("PING")))
+    const check = Effect.andThen(
+      Effect.andThen(this.#prune, this.#renewIsolations(redis)),
+      this.#send(redis.send("PING"))
+    )
     return Effect.flatMap(
       Effect.exit(Effect.forever(Effect.andThen(Effect.sleep(healthInterval), check))),
       (exit) => Effect.succeed(Exit.isFailure(exit) ? describe(exit.cause) : "stopped")
@@ -904,12 +952,14 @@ export class Fleet {
   }
 
   #renewIsolations(redis: Redis.Redis["Service"]): Effect.Effect<void, Redis.RedisError | Cause.TimeoutError> {
-    return Effect.forEach(this.#isolations.keys(), (peer) =>
-      Effect.withFiber((fiber) => {
-        const breaker = this.#peers.lookup(peer, fiber.context)
-        const context = this.#scriptContext(breaker, fiber.context)
-        return this.#send(redis.eval(scripts.isolate)(context, "add", isolationLeaseMillis))
-      }), { discard: true })
+    return Effect.suspend(() =>
+      Effect.forEach([...this.#isolations.keys()], (peer) =>
+        Effect.withFiber((fiber) => {
+          const breaker = this.#peers.lookup(peer, fiber.context)
+          const context = this.#scriptContext(breaker, fiber.context)
+          return this.#send(redis.eval(scripts.isolate)(context, "add", isolationLeaseMillis))
+        }), { discard: true })
+    )
   }
 
   /** Sends the failures kept while local, with their ages; those older than their window are dropped by Redis. */
@@ -943,11 +993,13 @@ export class Fleet {
   #resync(redis: Redis.Redis["Service"]): Effect.Effect<void> {
     return Effect.withFiber((fiber) =>
       Effect.forEach([...this.#views.keys()], (peer) => {
+        // Stops once the link is lost: each read left would wait its whole timeout.
+        if (this.#redis !== redis) return Effect.void
         const breaker = this.#peers.lookup(peer, fiber.context)
         return Effect.matchCauseEffect(
           this.#send(redis.eval(scripts.read)(this.#scriptContext(breaker, fiber.context))),
           {
-            onFailure: (cause) => this.#fail(cause),
+            onFailure: (cause) => this.#fail(redis, cause),
             onSuccess: (reply) =>
               Effect.clockWith((clock) =>
                 Effect.sync(() => this.#observe(peer, reply, monotonicMillis(clock), clock, undefined))

@@ -39,7 +39,12 @@ for d in string.gmatch(ARGV[8], "[^,]+") do delays[#delays + 1] = tonumber(d) en
 local function int(n) return string.format("%.0f", n) end
 local function delay(n) return delays[math.min(n, #delays)] end
 local function nextGeneration(current) return int(math.max((tonumber(current) or 0) + 1, nowMicros)) end
+local isolatedFor
 local function publish(s, g, remaining, n, transition, reason, by, d, ago)
+  if s ~= "I" then
+    local isolated = isolatedFor()
+    if isolated then s, remaining = "I", isolated end
+  end
   redis.call("PUBLISH", channel,
     table.concat({ peer, s, g, int(math.max(0, remaining)), tostring(n), transition, reason, by, int(d), int(ago) }, " "))
 end
@@ -54,14 +59,14 @@ local function joinProbes(list)
   return table.concat(parts, ";")
 end
 local h = redis.call("HMGET", key, "s", "g", "n", "o", "d", "r", "w", "p", "k", "f", "q", "b", "t")
-local state = { s = h[1] or "C", g = h[2] or "0", n = tonumber(h[3]) or 0, o = tonumber(h[4]) or 0, d = tonumber(h[5]) or 0,
+local state = { s = h[1] or "C", g = h[2] or int(nowMicros), n = tonumber(h[3]) or 0, o = tonumber(h[4]) or 0, d = tonumber(h[5]) or 0,
   r = h[6] or "", w = h[7] or "", p = h[8] or "", k = tonumber(h[9]) or 0, f = h[10] or "", q = h[11] or "", b = h[12],
   t = h[13] or "" }
 local function lease()
   if probeTimeout ~= "" then return tonumber(probeTimeout) end
   return state.d
 end
-local function isolatedFor()
+isolatedFor = function()
   redis.call("ZREMRANGEBYSCORE", isolationsKey, "-inf", int(now))
   local last = redis.call("ZRANGE", isolationsKey, -1, -1, "WITHSCORES")
   if #last == 0 then return nil end
@@ -223,6 +228,8 @@ if successes >= successThreshold then
   redis.call("HSET", key, "s", "C", "g", g, "b", tostring(state.n) .. ":" .. int(now) .. ":" .. int(state.d))
   redis.call("PEXPIRE", key, int(state.d + idle))
   publish("C", g, 0, 0, "probe-succeeded", "", who, 0, 0)
+  local isolated = isolatedFor()
+  if isolated then return { "I", g, int(isolated), "0", "", who, "0", "0" } end
   return { "C", g, "0", "0", "", who, "0", "0" }
 end
 local g = nextGeneration(state.g)
@@ -284,6 +291,8 @@ if state.s ~= "C" then
   redis.call("PEXPIRE", key, int(idle))
   publish("C", g, 0, 0, "reset", "", who, 0, 0)
 end
+local isolated = isolatedFor()
+if isolated then return { "I", g, int(isolated), "0", "", who, "0", "0" } end
 return { "C", g, "0", "0", "", who, "0", "0" }
 `
 
