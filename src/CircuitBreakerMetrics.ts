@@ -93,6 +93,28 @@ export const probes = Metric.counter("circuit_breaker_probes_total", {
 })
 
 /**
+ * Fleet mode: 1 while the set's Redis answers, 0 while the set decides with its local breakers alone. Its attribute
+ * `prefix` is the set's key prefix.
+ *
+ * @category metrics
+ * @since 0.3.0
+ */
+export const storeUp = Metric.gauge("circuit_breaker_store_up", {
+  description: "1 while a fleet set's Redis answers, 0 while it runs on local breakers"
+})
+
+/**
+ * Fleet mode: Redis calls that failed or timed out (each turns the set local until Redis answers again). Its
+ * attribute `prefix` is the set's key prefix.
+ *
+ * @category metrics
+ * @since 0.3.0
+ */
+export const storeErrors = Metric.counter("circuit_breaker_store_errors_total", {
+  description: "Redis calls of a fleet set that failed or timed out"
+})
+
+/**
  * How the `peer` attribute of the metrics is chosen.
  *
  * @category models

@@ -83,7 +83,15 @@ describe("the built package", () => {
     assert.deepStrictEqual(result.names, publicNames)
     assert.deepStrictEqual(result.single, ["isCircuitBreaker", "make", "state", "withBreaker"])
     assert.deepStrictEqual(result.state, ["isClosed", "isHalfOpen", "isOpen"])
-    assert.deepStrictEqual(result.metrics, ["calls", "opening", "probes", "state", "transitions"])
+    assert.deepStrictEqual(result.metrics, [
+      "calls",
+      "opening",
+      "probes",
+      "state",
+      "storeErrors",
+      "storeUp",
+      "transitions"
+    ])
     assert.strictEqual(result.version, "0.3.0")
     assert.isFalse(result.internal)
     assert.deepStrictEqual(result.unlisted, [])

@@ -30,6 +30,7 @@ import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
 import * as References from "effect/References"
 import * as Scope from "effect/Scope"
+import * as CircuitBreakerMetrics from "../CircuitBreakerMetrics.ts"
 import type { CircuitOpenError } from "../CircuitOpenError.ts"
 import type { CircuitState } from "../CircuitState.ts"
 import type { Reason, StateTag } from "../CircuitStateChange.ts"
@@ -159,12 +160,8 @@ export class Fleet {
   #registry: PeerRegistry | undefined = undefined
   readonly #shared: Shared
   readonly #context: Context.Context<never>
-  readonly #storeUp = Metric.gauge("circuit_breaker_store_up", {
-    description: "1 while the fleet's Redis answers, 0 while the set runs on local breakers"
-  })
-  readonly #storeErrors = Metric.counter("circuit_breaker_store_errors_total", {
-    description: "Redis calls of the fleet that failed or timed out"
-  })
+  readonly #storeUp: Metric.Gauge<number>
+  readonly #storeErrors: Metric.Counter<number>
 
   constructor(config: FleetConfig, shared: Shared, context: Context.Context<never>, wallNow: number) {
     this.config = config
@@ -172,6 +169,8 @@ export class Fleet {
     this.#shared = shared
     this.#context = context
     this.#status = { connected: false, since: wallNow, reason: "connecting" }
+    this.#storeUp = Metric.withAttributes(CircuitBreakerMetrics.storeUp, { prefix: config.prefix })
+    this.#storeErrors = Metric.withAttributes(CircuitBreakerMetrics.storeErrors, { prefix: config.prefix })
   }
 
   /** Resets this process's own breaker of a peer: a fleet-wide reset by another process resets every replica's. */

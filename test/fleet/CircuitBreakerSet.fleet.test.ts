@@ -3,10 +3,11 @@
 // Fleet.processes.test.ts, the scripts' rules on passed times in fleetScripts.test.ts.
 import { NodeRedis } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Fiber, Logger, Option, Stream } from "effect"
+import { Cause, Effect, Exit, Fiber, Logger, Metric, Option, Stream } from "effect"
 import { afterAll, beforeAll } from "vitest"
 import {
   CircuitBreakerConfigError,
+  CircuitBreakerMetrics,
   CircuitBreakerSet,
   type CircuitBreakerSetService,
   type CircuitStateChange,
@@ -152,6 +153,32 @@ describeRedis("fleet mode within one process", () => {
         )
         assert.strictEqual(calls.filter(Exit.isSuccess).length, 1)
         for (const set of sets) yield* untilState(set, "p", "Closed")
+      }).pipe(Effect.scoped),
+    20_000
+  )
+
+  it.live(
+    "nothing fleet-wide is held while a call runs: a call hanging in one member delays none in another",
+    () =>
+      Effect.gen(function*() {
+        const member = fleet()
+        const a = yield* member({ maxFailures: 0, resetTimeout: "300 millis" })
+        const b = yield* member({ maxFailures: 0, resetTimeout: "300 millis" })
+        // On a closed circuit.
+        yield* Effect.forkScoped(Effect.never.pipe(a.withBreaker("k")))
+        const started = Date.now()
+        assert.isUndefined(rejection(yield* call(b, "k")))
+        // As the fleet's probe: a hangs holding the slot; b is answered at once (rejected), not made to wait.
+        yield* fail(a, "h")
+        yield* untilState(b, "h", "Open")
+        yield* Effect.sleep("350 millis")
+        yield* Effect.forkScoped(Effect.never.pipe(a.withBreaker("h")))
+        yield* untilState(b, "h", "HalfOpen")
+        const asked = Date.now()
+        assert.strictEqual(rejection(yield* call(b, "h")), "HalfOpen")
+        // Generous bounds: the machine is shared with redis-server and the test runner.
+        assert.isBelow(asked - started, 5_000)
+        assert.isBelow(Date.now() - asked, 1_000)
       }).pipe(Effect.scoped),
     20_000
   )
@@ -462,8 +489,13 @@ describeRedis("fleet mode while Redis is away", () => {
         yield* Effect.sleep("10 millis")
       }
       yield* until(set, FleetStatus.isLocal, "local", 3_000)
+      const storeUp = Metric.withAttributes(CircuitBreakerMetrics.storeUp, { prefix: "hung:" })
+      const storeErrors = Metric.withAttributes(CircuitBreakerMetrics.storeErrors, { prefix: "hung:" })
+      assert.strictEqual((yield* Metric.value(storeUp)).value, 0)
+      assert.isAtLeast((yield* Metric.value(storeErrors)).count, 1)
       server.resume()
       yield* connected(set)
+      assert.strictEqual((yield* Metric.value(storeUp)).value, 1)
       yield* Effect.promise(() => server.stop())
       // Generous: a call waits for nothing, but the machine is shared with redis-server and the test runner.
       assert.isBelow(slowest, 1_000)
