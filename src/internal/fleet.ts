@@ -422,17 +422,7 @@ export class Fleet {
   }
 
   #count(peer: string, at: number, bad: boolean, windowMillis: number): void {
-    let chunks = this.#tallies.get(peer)
-    if (chunks === undefined) {
-      if (this.#tallies.size >= maxPendingPeers) {
-        for (const oldest of this.#tallies.keys()) {
-          this.#tallies.delete(oldest)
-          break
-        }
-      }
-      chunks = []
-      this.#tallies.set(peer, chunks)
-    }
+    const chunks = listOf(this.#tallies, peer)
     const last = chunks[chunks.length - 1]
     if (last !== undefined && at - last.at < Duration.toMillis(tallyInterval)) {
       last.calls++
@@ -573,17 +563,7 @@ export class Fleet {
   }
 
   #keep(peer: string, at: number, rule: scripts.WindowRule): void {
-    let times = this.#pending.get(peer)
-    if (times === undefined) {
-      if (this.#pending.size >= maxPendingPeers) {
-        for (const oldest of this.#pending.keys()) {
-          this.#pending.delete(oldest)
-          break
-        }
-      }
-      times = []
-      this.#pending.set(peer, times)
-    }
+    const times = listOf(this.#pending, peer)
     times.push(at)
     // A window never needs more than `maxFailures` + 1 failures to decide.
     if (times.length > rule.maxFailures + 1) times.shift()
@@ -1013,6 +993,21 @@ export class Fleet {
     const log = level === "Info" ? Effect.logInfo(message) : Effect.logWarning(message)
     return Effect.ignoreCause(Effect.annotateLogs(log, { process: this.process, prefix: this.config.prefix }))
   }
+}
+
+/** `peer`'s list in `lists`, made if missing; over `maxPendingPeers` peers, the oldest peer's list goes first. */
+const listOf = <A>(lists: Map<string, Array<A>>, peer: string): Array<A> => {
+  let list = lists.get(peer)
+  if (list !== undefined) return list
+  if (lists.size >= maxPendingPeers) {
+    for (const oldest of lists.keys()) {
+      lists.delete(oldest)
+      break
+    }
+  }
+  list = []
+  lists.set(peer, list)
+  return list
 }
 
 const tagOfReply = (state: scripts.Reply[0]): ViewTag =>

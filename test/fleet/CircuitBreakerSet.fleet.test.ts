@@ -1,7 +1,6 @@
 // Fleet mode within one process: several sets, each its own member of the fleet (its own id and connections),
 // against a real redis-server. Real time, short durations, generous bounds; the multi-process tests are in
 // Fleet.processes.test.ts, the scripts' rules on passed times in fleetScripts.test.ts.
-import { NodeRedis } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, Logger, Metric, Option, Stream } from "effect"
 import { afterAll, beforeAll } from "vitest"
@@ -9,55 +8,13 @@ import {
   CircuitBreakerConfigError,
   CircuitBreakerMetrics,
   CircuitBreakerSet,
-  type CircuitBreakerSetService,
   type CircuitStateChange,
   FleetStatus,
   Policy,
   type RedisSetOptions
 } from "../../src/index.ts"
 import { describeRedis, redisCommand, type RedisServer, startRedis } from "./redisServer.ts"
-
-const redisLayer = (url: string) => NodeRedis.layer({ url, disableOfflineQueue: true })
-
-/** Waits (bounded) until `set`'s fleet status satisfies `predicate`; fails the test otherwise. */
-const until = (
-  set: CircuitBreakerSetService,
-  predicate: (status: FleetStatus.FleetStatus) => boolean,
-  what: string,
-  millis = 8_000
-) =>
-  Effect.gen(function*() {
-    const deadline = Date.now() + millis
-    while (Date.now() < deadline) {
-      if (predicate(yield* set.fleet)) return
-      yield* Effect.sleep("20 millis")
-    }
-    assert.fail(`${what} within ${millis} ms; status: ${JSON.stringify(yield* set.fleet)}`)
-  })
-
-const connected = (set: CircuitBreakerSetService) => until(set, FleetStatus.isConnected, "connected")
-
-/** Waits (bounded) until `peer`'s state in `set` has the tag `tag`. */
-const untilState = (set: CircuitBreakerSetService, peer: string, tag: string, millis = 3_000) =>
-  Effect.gen(function*() {
-    const deadline = Date.now() + millis
-    while (Date.now() < deadline) {
-      if ((yield* set.state(peer))._tag === tag) return
-      yield* Effect.sleep("5 millis")
-    }
-    assert.fail(`${peer} did not become ${tag} within ${millis} ms: ${JSON.stringify(yield* set.state(peer))}`)
-  })
-
-const fail = (set: CircuitBreakerSetService, peer: string) =>
-  Effect.exit(Effect.fail("down").pipe(set.withBreaker(peer)))
-const call = (set: CircuitBreakerSetService, peer: string) =>
-  Effect.exit(Effect.succeed("ok").pipe(set.withBreaker(peer)))
-
-const rejection = (exit: Exit.Exit<unknown, unknown>) => {
-  if (Exit.isSuccess(exit)) return undefined
-  const error = Cause.squash(exit.cause) as { _tag?: string; state?: string }
-  return error._tag === "CircuitOpenError" ? error.state : undefined
-}
+import { call, connected, fail, redisLayer, rejection, until, untilState } from "./utils.ts"
 
 describe("layerRedis options", () => {
   const configError = (options: RedisSetOptions) =>

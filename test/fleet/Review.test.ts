@@ -1,45 +1,11 @@
 // Findings of a review of src/internal/fleet.ts, fixed: each test pins a rule of issue 11 the fleet once broke.
 // In-process sets against a real redis-server, real time, generous bounds.
-import { NodeRedis } from "@effect/platform-node"
 import { assert, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber } from "effect"
 import { afterAll, beforeAll } from "vitest"
-import { CircuitBreakerSet, type CircuitBreakerSetService, FleetStatus, type RedisSetOptions } from "../../src/index.ts"
+import { CircuitBreakerSet, FleetStatus, type RedisSetOptions } from "../../src/index.ts"
 import { describeRedis, redisCommand, type RedisServer, startRedis } from "./redisServer.ts"
-
-const redisLayer = (url: string) => NodeRedis.layer({ url, disableOfflineQueue: true })
-
-const until = (
-  set: CircuitBreakerSetService,
-  predicate: (status: FleetStatus.FleetStatus) => boolean,
-  what: string,
-  millis = 8_000
-) =>
-  Effect.gen(function*() {
-    const deadline = Date.now() + millis
-    while (Date.now() < deadline) {
-      if (predicate(yield* set.fleet)) return
-      yield* Effect.sleep("20 millis")
-    }
-    assert.fail(`${what} within ${millis} ms; status: ${JSON.stringify(yield* set.fleet)}`)
-  })
-
-const connected = (set: CircuitBreakerSetService) => until(set, FleetStatus.isConnected, "connected")
-
-const untilState = (set: CircuitBreakerSetService, peer: string, tag: string, millis = 3_000) =>
-  Effect.gen(function*() {
-    const deadline = Date.now() + millis
-    while (Date.now() < deadline) {
-      if ((yield* set.state(peer))._tag === tag) return
-      yield* Effect.sleep("5 millis")
-    }
-    assert.fail(`${peer} did not become ${tag} within ${millis} ms: ${JSON.stringify(yield* set.state(peer))}`)
-  })
-
-const fail = (set: CircuitBreakerSetService, peer: string) =>
-  Effect.exit(Effect.fail("down").pipe(set.withBreaker(peer)))
-const call = (set: CircuitBreakerSetService, peer: string) =>
-  Effect.exit(Effect.succeed("ok").pipe(set.withBreaker(peer)))
+import { call, connected, fail, redisLayer, until, untilState } from "./utils.ts"
 
 /** "admitted", or the `state` of the call's `CircuitOpenError`. */
 const outcome = (exit: Exit.Exit<unknown, unknown>): string => {
@@ -56,7 +22,7 @@ const scriptCalls = async (port: number): Promise<number> => {
   return calls
 }
 
-describeRedis("review of fleet.ts (each test fails until its finding is fixed)", () => {
+describeRedis("review of fleet.ts: findings, fixed", () => {
   let server: RedisServer
   let prefixes = 0
   beforeAll(async () => {
