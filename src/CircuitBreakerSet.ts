@@ -356,7 +356,15 @@ const makeWith: (
       context,
       clock.currentTimeMillisUnsafe()
     )
-    const service = new SetService(shared, changes, idleTimeToLive, metricRetention, monotonicMillis(clock), fleet)
+    const service = new SetService(
+      shared,
+      changes,
+      idleTimeToLive,
+      metricRetention,
+      monotonicMillis(clock),
+      clock.currentTimeMillisUnsafe(),
+      fleet
+    )
     if (fleet !== undefined) {
       fleet.attach(service.registry, service.resetLocal)
       shared.fleet = fleet

@@ -15,7 +15,7 @@
  *   the in-memory set, failures are kept for replay, and the link is rebuilt until Redis answers.
  */
 import * as Cause from "effect/Cause"
-import type * as Clock from "effect/Clock"
+import * as Clock from "effect/Clock"
 import type * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
@@ -26,18 +26,17 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import type * as Redis from "effect/persistence/Redis"
-import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
 import * as References from "effect/References"
 import * as Scope from "effect/Scope"
 import * as CircuitBreakerMetrics from "../CircuitBreakerMetrics.ts"
 import type { CircuitOpenError } from "../CircuitOpenError.ts"
 import type { CircuitState } from "../CircuitState.ts"
-import type { Reason, StateTag } from "../CircuitStateChange.ts"
+import type { Reason } from "../CircuitStateChange.ts"
 import type { FleetStatus } from "../FleetStatus.ts"
 import type { Breaker, Shared } from "./breaker.ts"
-import { displayPeer } from "./display.ts"
 import * as scripts from "./fleetScripts.ts"
+import { FleetViews, stateTagOf, tagOfReply, type View, type ViewTag } from "./fleetViews.ts"
 import { classify, type PeerRegistry, runPeer } from "./guard.ts"
 import type { Settings } from "./options.ts"
 import { annotateSpan } from "./report.ts"
@@ -60,28 +59,6 @@ export const isolationLeaseMillis = 10_000
 const openingsSent = 32
 /** Failures kept for replay while local, per peer at most the policy's `maxFailures` + 1, over at most this many peers. */
 const maxPendingPeers = 10_000
-/** Generations of fleet circuits seen closing, kept to tell a late reply from news; the oldest are forgotten first. */
-const maxClosedGenerations = 10_000
-
-type ViewTag = "Open" | "HalfOpen" | "Isolated"
-
-/** This process's view of a peer's fleet circuit that is not closed. */
-interface View {
-  readonly tag: ViewTag
-  readonly generation: number
-  /** Monotonic time at which a call should ask Redis again (or, while local, probe alone). */
-  deadline: number
-  readonly opening: number
-  readonly reason: string
-  readonly openedBy: string
-  readonly openedAtWall: number
-  readonly openMillis: number
-  /** While local: probes running alone in this process, and those that succeeded. */
-  localProbes: number
-  localSuccesses: number
-  /** Whether a call of this process is asking Redis for the probe slot: one at a time per process. */
-  asking: boolean
-}
 
 /** How the fleet shares a peer's policy: its window rule, its rate rule, or not at all (it stays per process). */
 type Sharing =
@@ -136,16 +113,13 @@ interface Chunk {
   bad: number
 }
 
-const stateTagOf = (tag: ViewTag | "Closed"): StateTag => tag === "Isolated" ? "Open" : tag
-
 /** The fleet half of a set in fleet mode. */
 export class Fleet {
   /** This process's id in the fleet: it names the process in changes and counts distinct reporters. */
   readonly process = Math.random().toString(36).slice(2, 10)
   readonly channel: string
   readonly config: FleetConfig
-  readonly #views = new Map<string, View>()
-  readonly #closedGenerations = new Map<string, number>()
+  readonly #views: FleetViews
   readonly #pending = new Map<string, Array<number>>()
   /** Calls of rate policies not yet sent, by peer: sent every 250 ms while connected, kept for replay while local. */
   readonly #tallies = new Map<string, Array<Chunk>>()
@@ -169,6 +143,7 @@ export class Fleet {
     this.#shared = shared
     this.#context = context
     this.#status = { connected: false, since: wallNow, reason: "connecting" }
+    this.#views = new FleetViews(this.process, shared.changes, context)
     this.#storeUp = Metric.withAttributes(CircuitBreakerMetrics.storeUp, { prefix: config.prefix })
     this.#storeErrors = Metric.withAttributes(CircuitBreakerMetrics.storeErrors, { prefix: config.prefix })
   }
@@ -275,7 +250,13 @@ export class Fleet {
             if (reply[0] === "P") {
               const ticket = reply[1]
               const leaseMillis = Number(reply[2])
-              this.#observe(peer, ["H", ticket, ...reply.slice(2)] as unknown as scripts.Reply, now, clock, "probe")
+              this.#views.observe(
+                peer,
+                ["H", ticket, ...reply.slice(2)] as unknown as scripts.Reply,
+                now,
+                clock,
+                "probe"
+              )
               const view = this.#views.get(peer)
               if (view !== undefined && breaker.settings.limits.probes > 1) view.deadline = now
               breaker.series.probe()
@@ -283,7 +264,7 @@ export class Fleet {
               const scope = this.#shared.probes!
               return Effect.flatMap(Effect.forkIn(probe, scope), (running) => restore(Fiber.join(running)))
             }
-            this.#observe(peer, reply, now, clock, undefined)
+            this.#views.observe(peer, reply, now, clock, undefined)
             if (reply[0] === "C") return restore(self)
             return restore(this.#reject(fiber, breaker, tagOfReply(reply[0]), Number(reply[2]), self))
           }
@@ -327,7 +308,9 @@ export class Fleet {
               onFailure: (cause) => Effect.andThen(this.#fail(redis, cause), alone),
               onSuccess: (reply) => {
                 const clock = clockOf(fiber)
-                return Effect.sync(() => this.#observe(breaker.name, reply, monotonicMillis(clock), clock, undefined))
+                return Effect.sync(() =>
+                  this.#views.observe(breaker.name, reply, monotonicMillis(clock), clock, undefined)
+                )
               }
             })
           // A probe whose lease ended has failed: its caller is told the circuit is open again, for how long.
@@ -383,7 +366,7 @@ export class Fleet {
       view.deadline = monotonicMillis(clock) + view.openMillis
       view.localSuccesses = 0
     } else if (outcome === "success" && ++view.localSuccesses >= breaker.settings.limits.successThreshold) {
-      this.#close(breaker.name, view.generation, "probe-succeeded", this.process, clock)
+      this.#views.close(breaker.name, view.generation, "probe-succeeded", this.process, clock)
     }
   }
 
@@ -470,7 +453,7 @@ export class Fleet {
                 Effect.andThen(this.#fail(redis, cause), Effect.interrupt)
               ),
             onSuccess: (reply) =>
-              Effect.sync(() => this.#observe(peer, reply, monotonicMillis(clock), clock, undefined))
+              Effect.sync(() => this.#views.observe(peer, reply, monotonicMillis(clock), clock, undefined))
           }
         ), { discard: true }).pipe(Effect.catchCause(() => Effect.void))
     })
@@ -554,7 +537,7 @@ export class Fleet {
             ),
           onSuccess: (reply) =>
             Effect.sync(() => {
-              this.#observe(breaker.name, reply, monotonicMillis(clock), clock, undefined)
+              this.#views.observe(breaker.name, reply, monotonicMillis(clock), clock, undefined)
               return true
             })
         }
@@ -629,142 +612,20 @@ export class Fleet {
     })
   }
 
-  // --- views ---------------------------------------------------------------------------------------------------
-
-  /** Applies what Redis said of `peer` (a reply or a message), if it is news, and reports a change of state. */
-  #observe(
-    peer: string,
-    reply: scripts.Reply,
-    now: number,
-    clock: Clock.Clock,
-    transition: Reason | undefined,
-    by?: string
-  ): void {
-    const [state, generationText, remaining, opening, reason, openedBy, openMillis, openedAgo] = reply
-    const generation = Number(generationText)
-    const before = this.#views.get(peer)
-    const known = before?.generation ?? this.#closedGenerations.get(peer) ?? -1
-    if (generation < known) return
-    if (state === "C") {
-      if (before !== undefined) this.#close(peer, generation, transition ?? "probe-succeeded", by ?? openedBy, clock)
-      else this.#rememberClosed(peer, generation)
-      return
-    }
-    const tag = tagOfReply(state)
-    const wallNow = clock.currentTimeMillisUnsafe()
-    const view: View = {
-      tag,
-      generation,
-      deadline: now + Number(remaining),
-      opening: Number(opening),
-      reason,
-      openedBy,
-      openedAtWall: wallNow - Number(openedAgo),
-      openMillis: Number(openMillis),
-      localProbes: before?.localProbes ?? 0,
-      localSuccesses: 0,
-      asking: false
-    }
-    this.#views.set(peer, view)
-    this.#closedGenerations.delete(peer)
-    if (before?.tag === tag && before.opening === view.opening) return
-    const reported: Reason = transition ?? (tag === "Isolated"
-      ? "isolated"
-      : tag === "HalfOpen"
-      ? "probe"
-      : (reason as Reason))
-    this.#report(peer, before?.tag ?? "Closed", tag, reported, tag === "Isolated" ? 0 : view.opening, by ?? openedBy)
-  }
-
-  #close(peer: string, generation: number, reason: Reason, by: string, _clock: Clock.Clock): void {
-    const before = this.#views.get(peer)
-    this.#views.delete(peer)
-    this.#rememberClosed(peer, generation)
-    if (before !== undefined) this.#report(peer, before.tag, "Closed", reason, 0, by)
-  }
-
-  #rememberClosed(peer: string, generation: number): void {
-    this.#closedGenerations.delete(peer)
-    this.#closedGenerations.set(peer, generation)
-    if (this.#closedGenerations.size > maxClosedGenerations) {
-      for (const oldest of this.#closedGenerations.keys()) {
-        this.#closedGenerations.delete(oldest)
-        break
-      }
-    }
-  }
-
-  /** Publishes a change of the fleet's circuit in `changes`, and logs it, naming the process that caused it. */
-  #report(peer: string, from: ViewTag | "Closed", to: ViewTag | "Closed", reason: Reason, opening: number, by: string) {
-    const change = {
-      peer,
-      from: stateTagOf(from),
-      to: stateTagOf(to),
-      at: Date.now(),
-      reason,
-      opening,
-      process: by
-    }
-    const changes = this.#shared.changes
-    if (changes !== undefined) PubSub.publishUnsafe(changes, change)
-    const message = `Fleet circuit ${to === "Isolated" ? "isolated" : to} (${reason}), by process ${by}`
-    Effect.runForkWith(this.#context)(
-      Effect.ignoreCause(Effect.annotateLogs(
-        to === "Closed" ? Effect.logInfo(message) : Effect.logWarning(message),
-        { peer: displayPeer(peer), process: this.process }
-      ))
-    )
-  }
-
-  /**
-   * Drops the views whose deadline passed more than `idleTimeToLive` ago: their peer has not been called since (a
-   * call would have asked Redis), so what they say is stale, and an unbounded population of peers must not grow the
-   * map. Their generation is kept, to tell a late reply from news.
-   */
-  readonly #prune: Effect.Effect<void> = Effect.clockWith((clock) =>
-    Effect.sync(() => {
-      const stale = monotonicMillis(clock) - this.config.idleMillis
-      for (const [peer, view] of this.#views) {
-        if (view.deadline < stale && view.localProbes === 0 && !view.asking) {
-          this.#views.delete(peer)
-          this.#rememberClosed(peer, view.generation)
-        }
-      }
-    })
-  )
-
   /** The fleet's view of `peer` as a `CircuitState`, if it is not closed. */
   stateOf(peer: string, now: number, wallNow: number): CircuitState | undefined {
-    const view = this.#views.get(peer)
-    if (view === undefined) return undefined
-    const remaining = Math.max(0, view.deadline - now)
-    if (view.tag === "HalfOpen") {
-      return {
-        _tag: "HalfOpen",
-        openedAt: view.openedAtWall,
-        probeInFlight: remaining > 0,
-        probesInFlight: remaining > 0 ? 1 : 0,
-        successes: 0,
-        retryAfter: Duration.millis(remaining),
-        opening: view.opening,
-        reason: view.reason as never
-      }
-    }
-    return {
-      _tag: "Open",
-      openedAt: view.openedAtWall,
-      probeAt: wallNow + remaining,
-      retryAfter: Duration.millis(remaining),
-      isolated: view.tag === "Isolated",
-      opening: view.tag === "Isolated" ? 0 : view.opening,
-      reason: view.tag === "Isolated" ? "isolated" : view.reason as never
-    }
+    return this.#views.stateOf(peer, now, wallNow)
   }
 
   /** The peers the fleet holds not closed, as this process knows them. */
   peersNotClosed(): ReadonlyArray<string> {
-    return [...this.#views.keys()]
+    return this.#views.peers()
   }
+
+  /** Drops the views of peers not called for `idleTimeToLive` past their deadline (see `FleetViews.prune`). */
+  readonly #prune: Effect.Effect<void> = Effect.clockWith((clock) =>
+    Effect.sync(() => this.#views.prune(monotonicMillis(clock), this.config.idleMillis))
+  )
 
   // --- operations ----------------------------------------------------------------------------------------------
 
@@ -803,7 +664,7 @@ export class Fleet {
         onSuccess: (reply) => {
           const clock = clockOf(fiber)
           return Effect.sync(() =>
-            this.#observe(breaker.name, reply, monotonicMillis(clock), clock, reason, this.process)
+            this.#views.observe(breaker.name, reply, monotonicMillis(clock), clock, reason, this.process)
           )
         }
       })
@@ -823,7 +684,7 @@ export class Fleet {
         const connected = yield* Effect.exit(Effect.timeout(this.#connect(scope, lost), this.#connectTimeout()))
         if (Exit.isFailure(connected)) {
           yield* Metric.update(this.#storeErrors, 1)
-          this.#goLocal(describe(connected.cause))
+          this.#goLocal(describe(connected.cause), yield* Clock.currentTimeMillis)
           if (!warned) {
             warned = true
             yield* this.#log("Warning", `Fleet store unreachable (${this.#status.reason}): using local breakers`)
@@ -833,7 +694,7 @@ export class Fleet {
         const redis = connected.value
         this.#redis = redis
         this.#lost = lost
-        this.#status = { connected: true, since: Date.now(), reason: "" }
+        this.#status = { connected: true, since: yield* Clock.currentTimeMillis, reason: "" }
         yield* Metric.update(this.#storeUp, 1)
         yield* this.#log(
           "Info",
@@ -848,7 +709,7 @@ export class Fleet {
         const reason = yield* Effect.raceFirst(Deferred.await(lost), Effect.raceFirst(this.#health(redis), flusher))
         this.#redis = undefined
         this.#lost = undefined
-        this.#goLocal(reason)
+        this.#goLocal(reason, yield* Clock.currentTimeMillis)
         yield* Metric.update(this.#storeUp, 0)
         yield* this.#log("Warning", `Fleet store lost (${reason}): using local breakers`)
         warned = true
@@ -867,9 +728,9 @@ export class Fleet {
     return Duration.max(Duration.seconds(1), Duration.times(this.config.timeout, 2))
   }
 
-  #goLocal(reason: string): void {
+  #goLocal(reason: string, wallNow: number): void {
     this.#redis = undefined
-    this.#status = { connected: false, since: this.#status.connected ? Date.now() : this.#status.since, reason }
+    this.#status = { connected: false, since: this.#status.connected ? wallNow : this.#status.since, reason }
   }
 
   /** Builds the Redis layer in `scope` (its client's own logs silenced: the set logs once per change), subscribes. */
@@ -914,7 +775,7 @@ export class Fleet {
     // A peer whose policy the fleet does not share here decides alone.
     if (!isShared(this.#shared.peers.get(peer) ?? this.#shared.settings)) return Effect.void
     const reply = [state, generation, remaining, opening, reason, by, openMillis, openedAgo] as unknown as scripts.Reply
-    this.#observe(peer, reply, monotonicMillis(clock), clock, transition as Reason, by)
+    this.#views.observe(peer, reply, monotonicMillis(clock), clock, transition as Reason, by)
     return transition === "reset" && by !== this.process ? this.#resetLocal(peer) : Effect.void
   }
 
@@ -971,7 +832,7 @@ export class Fleet {
   /** Reads again every peer this process holds a view of: messages published while it was away never arrive. */
   #resync(redis: Redis.Redis["Service"]): Effect.Effect<void> {
     return Effect.withFiber((fiber) =>
-      Effect.forEach([...this.#views.keys()], (peer) => {
+      Effect.forEach([...this.#views.peers()], (peer) => {
         // Stops once the link is lost: each read left would wait its whole timeout.
         if (this.#redis !== redis) return Effect.void
         const breaker = this.#peers.lookup(peer, fiber.context)
@@ -981,7 +842,7 @@ export class Fleet {
             onFailure: (cause) => this.#fail(redis, cause),
             onSuccess: (reply) =>
               Effect.clockWith((clock) =>
-                Effect.sync(() => this.#observe(peer, reply, monotonicMillis(clock), clock, undefined))
+                Effect.sync(() => this.#views.observe(peer, reply, monotonicMillis(clock), clock, undefined))
               )
           }
         )
@@ -1009,9 +870,6 @@ const listOf = <A>(lists: Map<string, Array<A>>, peer: string): Array<A> => {
   lists.set(peer, list)
   return list
 }
-
-const tagOfReply = (state: scripts.Reply[0]): ViewTag =>
-  state === "O" ? "Open" : state === "I" ? "Isolated" : "HalfOpen"
 
 const describe = (cause: Cause.Cause<unknown>): string => {
   const error = Cause.squash(cause)

@@ -77,11 +77,11 @@ export class SetService implements Service {
     idleTimeToLive: Duration.Duration,
     metricRetention: Duration.Duration,
     origin: number,
+    builtAt: number,
     fleet: Fleet | undefined
   ) {
     this.#shared = shared
     this.fleetMode = fleet
-    const builtAt = Date.now()
     this.fleet = fleet === undefined
       ? Effect.sync(() => ({
         _tag: "Local",
