@@ -164,7 +164,8 @@ export class FleetViews {
     const view = this.#views.get(peer)
     if (view === undefined) return undefined
     const remaining = Math.max(0, view.deadline - now)
-    if (view.tag === "HalfOpen") {
+    // Past an opening's end, the next call asks for the probe: as in memory, that reads as half-open.
+    if (view.tag === "HalfOpen" || (view.tag === "Open" && remaining === 0)) {
       return {
         _tag: "HalfOpen",
         openedAt: view.openedAtWall,

@@ -2,7 +2,8 @@
 // against a real redis-server. Real time, short durations, generous bounds; the multi-process tests are in
 // Fleet.processes.test.ts, the scripts' rules on passed times in fleetScripts.test.ts.
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Fiber, Logger, Metric, Option, Stream } from "effect"
+import { Cause, Context, Effect, Exit, Fiber, Layer, Logger, Metric, Option, Stream } from "effect"
+import * as Redis from "effect/persistence/Redis"
 import { afterAll, beforeAll } from "vitest"
 import {
   CircuitBreakerConfigError,
@@ -13,6 +14,7 @@ import {
   Policy,
   type RedisSetOptions
 } from "../../src/index.ts"
+import * as scripts from "../../src/internal/fleetScripts.ts"
 import { describeRedis, redisCommand, type RedisServer, startRedis } from "./redisServer.ts"
 import { call, connected, fail, redisLayer, rejection, until, untilState } from "./utils.ts"
 
@@ -167,6 +169,51 @@ describeRedis("fleet mode within one process", () => {
         assert.strictEqual(entry?.state, "Open")
         // b never called q: its local breaker knows nothing, the fleet's view decides.
         assert.strictEqual((yield* b.state("q"))._tag, "Open")
+      }).pipe(Effect.scoped),
+    20_000
+  )
+
+  it.live(
+    "a member that missed a change corrects itself on its next counted failure, and on its next deadline",
+    () =>
+      Effect.gen(function*() {
+        const prefix = `missed${++prefixes}:`
+        const b = yield* CircuitBreakerSet.makeRedis({
+          redis: redisLayer(server.url),
+          prefix,
+          maxFailures: 3,
+          resetTimeout: "400 millis"
+        })
+        yield* connected(b)
+        // Another process opens the circuit, its message published on a channel b does not hear: b missed it.
+        const redis = Context.get(yield* Layer.build(redisLayer(server.url)), Redis.Redis)
+        const context: scripts.ScriptContext = {
+          key: `${prefix}{m}`,
+          peer: "m",
+          channel: "nobody-listens",
+          process: "other",
+          idleMillis: 60_000,
+          probes: 1,
+          probeTimeoutMillis: undefined,
+          delays: [400],
+          successThreshold: 1,
+          now: undefined
+        }
+        const rule = { maxFailures: 3, windowMillis: 60_000, minProcesses: 1 }
+        for (let i = 0; i < 4; i++) yield* redis.eval(scripts.record)(context, "*", "failure", 0, rule)
+        assert.isUndefined(rejection(yield* call(b, "m")))
+        // b's next counted failure is answered with the open circuit.
+        yield* fail(b, "m")
+        yield* untilState(b, "m", "Open")
+        assert.strictEqual(rejection(yield* call(b, "m")), "Open")
+        // The fleet's probe succeeds elsewhere, and b misses that too: past its deadline b asks, and learns it closed.
+        yield* Effect.sleep("450 millis")
+        const [admitted, ticket] = yield* redis.eval(scripts.admit)(context)
+        assert.strictEqual(admitted, "P")
+        yield* redis.eval(scripts.record)(context, ticket, "success", 0, rule)
+        yield* untilState(b, "m", "HalfOpen")
+        assert.isUndefined(rejection(yield* call(b, "m")))
+        assert.strictEqual((yield* b.state("m"))._tag, "Closed")
       }).pipe(Effect.scoped),
     20_000
   )
