@@ -123,20 +123,25 @@ describeRedis("fleet mode within one process", () => {
         const member = fleet()
         const a = yield* member({ maxFailures: 0, resetTimeout: "300 millis" })
         const b = yield* member({ maxFailures: 0, resetTimeout: "300 millis" })
-        // On a closed circuit.
+        // On a closed circuit: b's call returns (a lock held by a's call would keep it waiting forever).
         yield* Effect.forkScoped(Effect.never.pipe(a.withBreaker("k")))
-        const started = Date.now()
         assert.isUndefined(rejection(yield* call(b, "k")))
         // As the fleet's probe: a hangs holding the slot; b is answered at once (rejected), not made to wait.
         yield* fail(a, "h")
         yield* untilState(b, "h", "Open")
         yield* Effect.sleep("350 millis")
         yield* Effect.forkScoped(Effect.never.pipe(a.withBreaker("h")))
-        yield* untilState(b, "h", "HalfOpen")
+        // Until b hears that a's call holds the probe slot.
+        const deadline = Date.now() + 3_000
+        for (;;) {
+          const state = yield* b.state("h")
+          if (state._tag === "HalfOpen" && state.probeInFlight) break
+          if (Date.now() > deadline) assert.fail(`b never saw a's probe: ${JSON.stringify(state)}`)
+          yield* Effect.sleep("5 millis")
+        }
         const asked = Date.now()
         assert.strictEqual(rejection(yield* call(b, "h")), "HalfOpen")
-        // Generous bounds: the machine is shared with redis-server and the test runner.
-        assert.isBelow(asked - started, 5_000)
+        // A generous bound: the machine is shared with redis-server and the test runner.
         assert.isBelow(Date.now() - asked, 1_000)
       }).pipe(Effect.scoped),
     20_000
