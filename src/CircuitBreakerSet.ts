@@ -494,7 +494,7 @@ export const makeRedis = (options: RedisSetOptions): Effect.Effect<Service, Circ
  * - Breakers are created on a peer's first call and dropped once idle (see `SetOptions.idleTimeToLive`), so a set
  *   keyed by an unbounded population of peers stays bounded.
  * - Time is read from the `Clock` service of the calling fiber. Nothing runs in the background but a running probe,
- *   which runs in fibers of the set's scope, with a sleep for its lease.
+ *   which runs in fibers of the set's scope, with a sleep for its lease (and, in fleet mode, the link to Redis).
  *
  * **Example** (Providing the layer and guarding calls)
  *

@@ -33,7 +33,7 @@ export interface Shared {
   /** Where state changes are published; only a set has one. */
   readonly changes: PubSub.PubSub<CircuitStateChange> | undefined
   readonly rejections: RejectionCache
-  /** In fleet mode, where counted failures go to be shared (see `fleet.ts`). */
+  /** In fleet mode, where the outcomes the fleet shares go (see `fleet.ts`). */
   fleet: FleetHook | undefined
   /** Where probes run: a set's scope, which interrupts them when it closes; a single breaker has none. */
   readonly probes: Scope.Scope | undefined
