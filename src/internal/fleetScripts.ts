@@ -298,16 +298,27 @@ return { "C", g, "0", "0", "", who, "0", "0" }
 
 /** `ARGV[10]`: `add` with the lease in milliseconds in `ARGV[11]`, or `remove`. */
 const isolateBody = `
+-- An isolation that begins or ends advances the generation, so that a reply already on its way (an \`I\` after the
+-- release, say) reads as older than the change.
+local function advance(ttl)
+  state.g = nextGeneration(state.g)
+  redis.call("HSET", key, "s", state.s, "g", state.g)
+  if redis.call("PTTL", key) < 0 then redis.call("PEXPIRE", key, int(ttl)) end
+end
 local before = isolatedFor()
 if ARGV[10] == "add" then
   redis.call("ZADD", isolationsKey, int(now + tonumber(ARGV[11])), who)
   local last = redis.call("ZRANGE", isolationsKey, -1, -1, "WITHSCORES")
   redis.call("PEXPIRE", isolationsKey, int(math.max(1, tonumber(last[2]) - now)))
-  if not before then publish("I", state.g, tonumber(ARGV[11]), state.n, "isolated", state.r, who, 0, 0) end
+  if not before then
+    advance(tonumber(ARGV[11]) + idle)
+    publish("I", state.g, tonumber(ARGV[11]), state.n, "isolated", state.r, who, 0, 0)
+  end
 else
   redis.call("ZREM", isolationsKey, who)
   if before and not isolatedFor() then
     expireProbe()
+    advance(idle)
     local v = view()
     publish(v[1], v[2], tonumber(v[3]), state.n, "released", state.r, who, state.d, now - state.o)
   end
