@@ -462,7 +462,29 @@ const checkFleet = (options: RedisSetOptions): { readonly issues: Array<Issue>; 
 }
 
 /**
- * Builds a set whose breakers the fleet shares through Redis; see `CircuitBreakerSet.layerRedis`.
+ * Builds a set whose breakers the fleet shares through Redis, in the current scope; most programs use
+ * `CircuitBreakerSet.layerRedis` instead, which says how the fleet behaves.
+ *
+ * **Details**
+ *
+ * The options are validated first: a bad one fails with `CircuitBreakerConfigError`. Redis being down does not: the
+ * set starts local, and its link (a fiber of the scope) joins the fleet when Redis answers. Closing the scope stops
+ * the link and closes its connections without waiting for a hung Redis.
+ *
+ * **Example** (A fleet set in a scope, and its status)
+ *
+ * ```ts
+ * import { NodeRedis } from "@effect/platform-node"
+ * import { Effect } from "effect"
+ * import { CircuitBreakerSet } from "effect-circuit"
+ *
+ * const program = Effect.scoped(
+ *   Effect.gen(function*() {
+ *     const breakers = yield* CircuitBreakerSet.makeRedis({ redis: NodeRedis.layer({ url: "redis://127.0.0.1:6379" }) })
+ *     return yield* breakers.fleet // "Local" with reason "connecting" until Redis answers
+ *   })
+ * )
+ * ```
  *
  * @category constructors
  * @since 0.3.0
