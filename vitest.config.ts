@@ -8,6 +8,9 @@ export default defineConfig({
   },
   test: {
     include: ["test/**/*.test.ts"],
-    sequence: { concurrent: true }
+    sequence: { concurrent: true },
+    // Files run side by side: the fleet tests against real processes spend their time waiting on them, so more
+    // workers than cores shorten the run without slowing the CPU-bound files much.
+    maxWorkers: 4
   }
 })

@@ -16,7 +16,7 @@ import {
 } from "../../src/index.ts"
 import * as scripts from "../../src/internal/fleetScripts.ts"
 import { describeRedis, redisCommand, type RedisServer, startRedis } from "./redisServer.ts"
-import { call, connected, fail, redisLayer, rejection, until, untilState } from "./utils.ts"
+import { call, connected, fail, patient, redisLayer, rejection, until, untilState } from "./utils.ts"
 
 describe("layerRedis options", () => {
   const configError = (options: RedisSetOptions) =>
@@ -75,7 +75,12 @@ describeRedis("fleet mode within one process", () => {
     const prefix = `t${++prefixes}:`
     return (options: Partial<RedisSetOptions> = {}) =>
       Effect.gen(function*() {
-        const set = yield* CircuitBreakerSet.makeRedis({ redis: redisLayer(server.url), prefix, ...options })
+        const set = yield* CircuitBreakerSet.makeRedis({
+          redis: redisLayer(server.url),
+          prefix,
+          timeout: patient,
+          ...options
+        })
         yield* connected(set)
         return set
       })
@@ -184,6 +189,7 @@ describeRedis("fleet mode within one process", () => {
       Effect.gen(function*() {
         const prefix = `missed${++prefixes}:`
         const b = yield* CircuitBreakerSet.makeRedis({
+          timeout: patient,
           redis: redisLayer(server.url),
           prefix,
           maxFailures: 3,
@@ -350,7 +356,11 @@ describeRedis("fleet mode within one process", () => {
       // A server of its own: the file's other tests run meanwhile.
       const server = yield* Effect.acquireRelease(Effect.promise(() => startRedis()), (server) =>
         Effect.promise(() => server.stop()))
-      const set = yield* CircuitBreakerSet.makeRedis({ redis: redisLayer(server.url), prefix: "quiet:" })
+      const set = yield* CircuitBreakerSet.makeRedis({
+        redis: redisLayer(server.url),
+        prefix: "quiet:",
+        timeout: patient
+      })
       yield* connected(set)
       yield* fail(set, "s")
       yield* Effect.sleep("100 millis")
@@ -390,6 +400,7 @@ describeRedis("fleet mode under load", () => {
       Effect.gen(function*() {
         const server = yield* ownServer
         const set = yield* CircuitBreakerSet.makeRedis({
+          timeout: patient,
           redis: redisLayer(server.url),
           prefix: "burst:",
           maxFailures: 5
@@ -448,7 +459,8 @@ describeRedis("fleet mode while Redis is away", () => {
           redis: redisLayer(`redis://127.0.0.1:${port}`),
           prefix: "away:",
           maxFailures: 2,
-          window: "1 minute"
+          window: "1 minute",
+          timeout: patient
         })
         yield* until(set, (status) => status._tag === "Local" && status.reason !== "connecting", "local")
         assert.isUndefined(rejection(yield* call(set, "x")))
@@ -465,7 +477,8 @@ describeRedis("fleet mode while Redis is away", () => {
           redis: redisLayer(`redis://127.0.0.1:${port}`),
           prefix: "away:",
           maxFailures: 2,
-          window: "1 minute"
+          window: "1 minute",
+          timeout: patient
         })
         yield* connected(other)
         yield* fail(other, "x")

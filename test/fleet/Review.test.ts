@@ -5,7 +5,7 @@ import { Cause, Effect, Exit, Fiber } from "effect"
 import { afterAll, beforeAll } from "vitest"
 import { CircuitBreakerSet, FleetStatus, type RedisSetOptions } from "../../src/index.ts"
 import { describeRedis, redisCommand, type RedisServer, startRedis } from "./redisServer.ts"
-import { call, connected, fail, redisLayer, until, untilState } from "./utils.ts"
+import { call, connected, fail, patient, redisLayer, until, untilState } from "./utils.ts"
 
 /** "admitted", or the `state` of the call's `CircuitOpenError`. */
 const outcome = (exit: Exit.Exit<unknown, unknown>): string => {
@@ -37,7 +37,12 @@ describeRedis("review of fleet.ts: findings, fixed", () => {
       prefix,
       member: (options: Partial<RedisSetOptions> = {}) =>
         Effect.gen(function*() {
-          const set = yield* CircuitBreakerSet.makeRedis({ redis: redisLayer(url()), prefix, ...options })
+          const set = yield* CircuitBreakerSet.makeRedis({
+            redis: redisLayer(url()),
+            prefix,
+            timeout: patient,
+            ...options
+          })
           yield* connected(set)
           return set
         })

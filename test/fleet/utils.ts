@@ -4,6 +4,12 @@ import { assert } from "@effect/vitest"
 import { Cause, Effect, Exit } from "effect"
 import { type CircuitBreakerSetService, FleetStatus } from "../../src/index.ts"
 
+/**
+ * The Redis timeout of test sets whose test is not about timeouts: the test files run side by side on a busy
+ * machine, where a 100 ms timeout (the default) would now and then take a set local.
+ */
+export const patient = "1 second"
+
 /** The Redis layer a fleet set builds: a dead Redis fails commands at once instead of queueing them. */
 export const redisLayer = (url: string) => NodeRedis.layer({ url, disableOfflineQueue: true })
 
