@@ -11,7 +11,7 @@ export default defineConfig({
     sequence: { concurrent: true },
     // Files run side by side: the fleet tests against real processes spend their time waiting on them, so more
     // workers than cores shorten the run without slowing the CPU-bound files much.
-    maxWorkers: 6,
+    maxWorkers: 4,
     // Generous: with files side by side on two cores, a test that builds the package or spawns processes takes
     // several times as long as alone.
     testTimeout: 30_000

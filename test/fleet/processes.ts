@@ -167,7 +167,7 @@ export const waitUntil = async (what: string, timeoutMs: number, check: () => Pr
 }
 
 /** Waits until every replica's `state(peer)` is `tag`. */
-export const waitForState = (replicas: ReadonlyArray<Replica>, peer: string, tag: string, timeoutMs = 3_000) =>
+export const waitForState = (replicas: ReadonlyArray<Replica>, peer: string, tag: string, timeoutMs = 10_000) =>
   waitUntil(
     `${peer} ${tag} in ${replicas.map((r) => r.name).join(", ")}`,
     timeoutMs,
