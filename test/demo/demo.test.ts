@@ -24,7 +24,6 @@ const run = Effect.gen(function*() {
     phases,
     rate: 40,
     output: { isTTY: false, write: (text) => written.push(text) },
-    // Well under slowMs, and well above a fast answer on a busy machine (the test files run side by side).
     timeoutMs: 450,
     slowMs: 700,
     // Enough 404s in the healthy phase to open the circuit several times over, if they counted.
@@ -173,8 +172,7 @@ describe("npm run demo -- --policy rate", { concurrent: false }, () => {
         phases: ratePhases,
         rate: 40,
         output: { isTTY: false, write: (text) => written.push(text) },
-        // Well under slowMs, and well above a fast answer on a busy machine (the test files run side by side).
-        timeoutMs: 450,
+        timeoutMs: 250,
         slowMs: 700,
         breaker: { ...breakerFor(command.policy), resetTimeout: "400 millis" }
       })
