@@ -24,7 +24,9 @@ const run = Effect.gen(function*() {
     phases,
     rate: 40,
     output: { isTTY: false, write: (text) => written.push(text) },
-    timeoutMs: 450,
+    // Room for a fast answer on a busy machine, and under the probe's lease (the 400 ms opening): a probe that ran
+    // past its lease would fail with CircuitOpenError, which the demo reports as a rejection.
+    timeoutMs: 350,
     slowMs: 700,
     // Enough 404s in the healthy phase to open the circuit several times over, if they counted.
     unknownSkuRate: 0.25,
