@@ -5,6 +5,10 @@
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
+import * as Formatter from "effect/Formatter"
+import { identity } from "effect/Function"
+import * as Inspectable from "effect/Inspectable"
+import type * as MutableRef from "effect/MutableRef"
 import * as Pipeable from "effect/Pipeable"
 import type * as PubSub from "effect/PubSub"
 import * as Ref from "effect/Ref"
@@ -22,6 +26,10 @@ import { RejectionCache } from "./rejection.ts"
 
 /** The type id of `CircuitBreaker`. */
 export const TypeId = "~effect-circuit/CircuitBreaker" as const
+
+// The type ids of `Ref` and `MutableRef`, which Effect does not export; a breaker carries them (see `Breaker`).
+const RefTypeId = "~effect/Ref" as const
+const MutableRefTypeId = "~effect/MutableRef" as const
 
 /** What every breaker of a set shares (a single breaker has its own). */
 export interface Shared {
@@ -43,6 +51,14 @@ export interface Shared {
   warnedLabel: boolean
   /** The breakers for which a throwing `isFailure` has been logged: it is logged once per breaker. */
   readonly warnedIsFailure: WeakSet<Breaker>
+  /** Each breaker's openings, when the open duration is a schedule: made on its first opening (see `openings`). */
+  readonly openings: WeakMap<Breaker, ScheduleOpenings>
+  /**
+   * Operator actions under way, per breaker: while a breaker has any, the set keeps it. Calls need no pin: a probe
+   * keeps its circuit half-open, and a closed call's result goes to whichever breaker the set holds for the peer by
+   * then. Kept here rather than on each breaker, which it would cost a field while almost never in use.
+   */
+  readonly pins: Map<Breaker, number>
   /** The context a call to `breaker` from `base` last ran in (see `guard.ts`); a cache, one entry per set. */
   lastMarked: LastMarked | undefined
 }
@@ -105,29 +121,33 @@ export const makeShared = (
     pendingWarning: undefined,
     warnedLabel: false,
     warnedIsFailure: new WeakSet(),
+    openings: new WeakMap(),
+    pins: new Map(),
     lastMarked: undefined
   }
   return shared
 }
 
 /**
- * One peer's breaker. Every change of its circuit goes through `Ref.modify` on `state`, so each decision is one
- * atomic step; the call path reads it with `Ref.getUnsafe` in the same synchronous step as the decision it makes.
+ * One peer's breaker, which is also the `Ref` of its circuit: `Ref.modify(breaker.state, …)` makes every change of
+ * the circuit, so each decision is one atomic step, and the call path reads it with `Ref.getUnsafe` in the same
+ * synchronous step as the decision it makes.
+ *
+ * A `Ref` is an object whose `ref` holds the value in `current` (the shape `Ref.Ref` and `MutableRef.MutableRef`
+ * declare, and the one the `Ref` functions use). The breaker is that object itself: with a set holding a million
+ * peers, a separate `Ref` and `MutableRef` would be two more objects per peer, 112 bytes, about half of a breaker.
+ * Nothing writes `current` but the `Ref` functions (a test checks the sources).
  */
-export class Breaker implements CircuitBreaker {
+export class Breaker implements CircuitBreaker, Ref.Ref<machine.State>, MutableRef.MutableRef<machine.State> {
   declare readonly [TypeId]: typeof TypeId
+  declare readonly [RefTypeId]: Ref.Ref.Variance<machine.State>[typeof RefTypeId]
+  declare readonly [MutableRefTypeId]: typeof MutableRefTypeId
   readonly name: string
   readonly shared: Shared
   readonly settings: Settings
-  readonly state: Ref.Ref<machine.State>
   readonly series: Series
-  /** The breaker's openings, when its open duration is a schedule: made on its first opening. */
-  #openings: ScheduleOpenings | undefined = undefined
-  /**
-   * Operator actions under way on the breaker: while any, the set keeps it. Calls need no pin: a probe keeps its
-   * circuit half-open, and a closed call's result goes to whichever breaker the set holds for the peer by then.
-   */
-  pins = 0
+  /** The circuit's state: the value of the breaker's `Ref`. */
+  current: machine.State
 
   /**
    * `now` is the monotonic time in milliseconds, when a set's retained series may have expired; `generation` is the
@@ -137,8 +157,18 @@ export class Breaker implements CircuitBreaker {
     this.name = name
     this.shared = shared
     this.settings = shared.peers.get(name) ?? shared.settings
-    this.state = Ref.makeUnsafe<machine.State>(machine.closedAt(generation))
     this.series = shared.series.acquire(name, now)
+    this.current = machine.closedAt(generation)
+  }
+
+  /** The `Ref` that holds the circuit: the breaker itself. */
+  get state(): Ref.Ref<machine.State> {
+    return this
+  }
+
+  /** Where the `Ref`'s value is held: the breaker itself (see the class's comment). */
+  get ref(): MutableRef.MutableRef<machine.State> {
+    return this
   }
 
   get options(): ResolvedOptions {
@@ -153,16 +183,34 @@ export class Breaker implements CircuitBreaker {
   openings(context: Context.Context<never>): machine.Openings {
     const settings = this.settings
     if (settings.fixedOpenings !== undefined) return settings.fixedOpenings
-    this.#openings ??= new ScheduleOpenings(settings.schedule!, settings.maxOpenMillis, context)
-    this.#openings.context = context
-    return this.#openings
+    let openings = this.shared.openings.get(this)
+    if (openings === undefined) {
+      openings = new ScheduleOpenings(settings.schedule!, settings.maxOpenMillis, context)
+      this.shared.openings.set(this, openings)
+    }
+    openings.context = context
+    return openings
   }
 
   pipe() {
     return Pipeable.pipeArguments(this, arguments)
   }
+
+  toJSON(): unknown {
+    return { _id: "CircuitBreaker", name: this.name, state: this.current }
+  }
+
+  toString(): string {
+    return Formatter.format(this.toJSON())
+  }
+
+  [Inspectable.NodeInspectSymbol](): unknown {
+    return this.toJSON()
+  }
 }
 Object.defineProperty(Breaker.prototype, TypeId, { value: TypeId })
+Object.defineProperty(Breaker.prototype, RefTypeId, { value: { _A: identity } })
+Object.defineProperty(Breaker.prototype, MutableRefTypeId, { value: MutableRefTypeId })
 
 /** A breaker held by a set's registry, with the registry's bookkeeping for idle eviction. */
 export class PeerBreaker extends Breaker implements Entry {
@@ -170,6 +218,20 @@ export class PeerBreaker extends Breaker implements Entry {
   movedAt = 0
 }
 
+/** Pins the breaker for an operator action: its set keeps it until as many `unpin`s. */
+export const pin = (breaker: Breaker): void => {
+  const pins = breaker.shared.pins
+  pins.set(breaker, (pins.get(breaker) ?? 0) + 1)
+}
+
+/** Ends one operator action's pin on the breaker. */
+export const unpin = (breaker: Breaker): void => {
+  const pins = breaker.shared.pins
+  const left = pins.get(breaker)! - 1
+  if (left === 0) pins.delete(breaker)
+  else pins.set(breaker, left)
+}
+
 /** Whether the breaker can be dropped at `now` without anyone noticing: no pin, a fresh breaker's state. */
 export const isIdle = (breaker: Breaker, now: number): boolean =>
-  breaker.pins === 0 && machine.isIdle(Ref.getUnsafe(breaker.state), now, breaker.settings.limits)
+  !breaker.shared.pins.has(breaker) && machine.isIdle(Ref.getUnsafe(breaker.state), now, breaker.settings.limits)

@@ -29,7 +29,7 @@ import * as Ref from "effect/Ref"
 import * as Scheduler from "effect/Scheduler"
 import { CircuitOpenError } from "../CircuitOpenError.ts"
 import type { Reason } from "../CircuitStateChange.ts"
-import type { Breaker, Guarded, PeerBreaker } from "./breaker.ts"
+import { type Breaker, type Guarded, type PeerBreaker, unpin } from "./breaker.ts"
 import * as machine from "./machine.ts"
 import type { Registry } from "./registry.ts"
 import { annotateSpan, reportChange, warn } from "./report.ts"
@@ -503,7 +503,7 @@ export const applyOperatorChange = (
   Effect.flatMap(
     Ref.modify(breaker.state, (before) => {
       // Releases the pin the caller took on the breaker when it looked it up.
-      breaker.pins--
+      unpin(breaker)
       const after = change(before, monotonicMillis(clock), clock, breaker.settings.limits)
       return [{ before, after }, after]
     }),

@@ -206,22 +206,35 @@ const rateFigures = (reason: TripReason, calls: number, bad: number): Figures =>
     : { failures: 0, calls, slowCalls: bad }
 
 // Time window: `buckets` buckets of width window / buckets, aligned to multiples of the width on the monotonic
-// clock. The counts are one array: [head bucket index, calls, bad, calls₀, bad₀, calls₁, bad₁, …]. Recording at
-// bucket index K first clears the buckets after the head up to K (all of them when K is a window or more ahead), so
-// a quiet period leaves no stale bucket behind.
+// clock. The counts are one array: [head bucket index, calls, bad, bucket₀, bucket₁, …]. Recording at bucket index K
+// first clears the buckets after the head up to K (all of them when K is a window or more ahead), so a quiet period
+// leaves no stale bucket behind.
+//
+// Each bucket packs its calls and bad outcomes in one number, calls × 2²⁶ + bad (exact, below 2⁵²): 13 numbers for
+// 10 buckets instead of 23, which is most of a rate's memory per peer. A bucket about to hold 2²⁶ calls (67 million)
+// widens the array in place to two numbers per bucket, [head, calls, bad, calls₀, bad₀, calls₁, bad₁, …]: nothing is
+// capped, and the layout is told by the array's length.
 
 const HEAD = 0
 const CALLS = 1
 const BAD = 2
 const FIRST = 3
 
-const timeRateTracker = (
+/** The multiplier of a packed bucket's calls, and the most calls a packed bucket holds plus one. */
+const PACKED = 2 ** 26
+
+/**
+ * `widenAt` is the number of calls a packed bucket widens at (2²⁶; smaller only in tests, which exercise the widening
+ * without recording 67 million calls).
+ */
+export const timeRateTracker = (
   reason: TripReason,
   threshold: number,
   minimumCalls: number,
   windowMillis: number,
   buckets: number,
-  slowMillis: number
+  slowMillis: number,
+  widenAt = PACKED
 ): Tracker => {
   // Bucket index of time t: ⌊t / (window / buckets)⌋, computed as ⌊t × buckets / window⌋ so that a width that is not
   // a whole number of milliseconds puts no time in the wrong bucket.
@@ -233,6 +246,39 @@ const timeRateTracker = (
     `of at least ${minimumCalls} calls within ${displayMillis(windowMillis)}`
   )
   const isBad = badOutcome(reason, slowMillis)
+  const packedLength = FIRST + buckets
+  const packedLimit = widenAt * PACKED
+  const callsIn = (counts: Array<number>, bucket: number): number =>
+    counts.length === packedLength ? Math.floor(counts[FIRST + bucket]! / PACKED) : counts[FIRST + 2 * bucket]!
+  const badIn = (counts: Array<number>, bucket: number): number =>
+    counts.length === packedLength ? counts[FIRST + bucket]! % PACKED : counts[FIRST + 2 * bucket + 1]!
+  const widen = (counts: Array<number>): void => {
+    counts.length = FIRST + 2 * buckets
+    // From the last bucket down: bucket i moves to 2i and 2i + 1, after every bucket above it has moved.
+    for (let bucket = buckets - 1; bucket >= 0; bucket--) {
+      const packed = counts[FIRST + bucket]!
+      counts[FIRST + 2 * bucket] = Math.floor(packed / PACKED)
+      counts[FIRST + 2 * bucket + 1] = packed % PACKED
+    }
+  }
+  const add = (counts: Array<number>, bucket: number, bad: boolean): void => {
+    if (counts.length === packedLength) {
+      const packed = counts[FIRST + bucket]! + PACKED
+      if (packed < packedLimit) {
+        counts[FIRST + bucket] = bad ? packed + 1 : packed
+        return
+      }
+      widen(counts)
+    }
+    counts[FIRST + 2 * bucket]!++
+    if (bad) counts[FIRST + 2 * bucket + 1]!++
+  }
+  const clear = (counts: Array<number>, bucket: number): void => {
+    counts[CALLS]! -= callsIn(counts, bucket)
+    counts[BAD]! -= badIn(counts, bucket)
+    if (counts.length === packedLength) counts[FIRST + bucket] = 0
+    else counts[FIRST + 2 * bucket] = counts[FIRST + 2 * bucket + 1] = 0
+  }
   /** The calls and bad outcomes of the window at bucket index `index`, read without changing the counts. */
   const live = (counts: Array<number>, index: number): readonly [number, number] => {
     const head = counts[HEAD]!
@@ -240,9 +286,9 @@ const timeRateTracker = (
     let calls = counts[CALLS]!
     let bad = counts[BAD]!
     for (let step = 1; step <= index - head; step++) {
-      const slot = FIRST + 2 * ((head + step) % buckets)
-      calls -= counts[slot]!
-      bad -= counts[slot + 1]!
+      const bucket = (head + step) % buckets
+      calls -= callsIn(counts, bucket)
+      bad -= badIn(counts, bucket)
     }
     return [calls, bad]
   }
@@ -251,26 +297,19 @@ const timeRateTracker = (
       const index = indexAt(now)
       let counts = raw as Array<number> | undefined
       if (counts === undefined) {
-        counts = new Array<number>(FIRST + 2 * buckets).fill(0)
+        counts = new Array<number>(packedLength).fill(0)
         counts[HEAD] = index
       }
       const head = counts[HEAD]!
       if (index > head) {
         const cleared = Math.min(index - head, buckets)
-        for (let step = 1; step <= cleared; step++) {
-          const slot = FIRST + 2 * ((head + step) % buckets)
-          counts[CALLS]! -= counts[slot]!
-          counts[BAD]! -= counts[slot + 1]!
-          counts[slot] = 0
-          counts[slot + 1] = 0
-        }
+        for (let step = 1; step <= cleared; step++) clear(counts, (head + step) % buckets)
         counts[HEAD] = index
       }
-      const slot = FIRST + 2 * (counts[HEAD]! % buckets)
-      counts[slot]!++
+      const bad = isBad(failure, durationMillis)
+      add(counts, counts[HEAD]! % buckets, bad)
       counts[CALLS]!++
-      if (!isBad(failure, durationMillis)) return counts
-      counts[slot + 1]!++
+      if (!bad) return counts
       counts[BAD]!++
       return reached(counts[BAD]!, counts[CALLS]!, threshold, minimumCalls) ? trip : counts
     },

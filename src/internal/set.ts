@@ -13,7 +13,7 @@ import type { Service } from "../CircuitBreakerSet.ts"
 import type { PeerSnapshot } from "../CircuitSnapshot.ts"
 import type { CircuitState } from "../CircuitState.ts"
 import type { CircuitStateChange, Reason } from "../CircuitStateChange.ts"
-import { isIdle, PeerBreaker, type Shared } from "./breaker.ts"
+import { isIdle, PeerBreaker, pin, type Shared, unpin } from "./breaker.ts"
 import type { Fleet } from "./fleet.ts"
 import { applyOperatorChange, guardPeer, type PeerRegistry } from "./guard.ts"
 import * as machine from "./machine.ts"
@@ -204,8 +204,8 @@ export class SetService implements Service {
   #withBreaker(peer: string, f: (breaker: PeerBreaker) => Effect.Effect<void>): Effect.Effect<void> {
     return Effect.uninterruptible(Effect.withFiber((fiber) => {
       const breaker = this.registry.getOrCreate(peer, monotonicMillis(clockOf(fiber)))
-      breaker.pins++
-      return Effect.ensuring(f(breaker), Effect.sync(() => breaker.pins--))
+      pin(breaker)
+      return Effect.ensuring(f(breaker), Effect.sync(() => unpin(breaker)))
     }))
   }
 
@@ -220,7 +220,7 @@ export class SetService implements Service {
       const clock = clockOf(fiber)
       const breaker = this.registry.getOrCreate(peer, monotonicMillis(clock))
       // Pinned until the change is applied, a step later, so that the set cannot drop it meanwhile.
-      breaker.pins++
+      pin(breaker)
       return applyOperatorChange(breaker, change, reason, clock)
     }))
   }
