@@ -197,7 +197,7 @@ export class Breaker implements CircuitBreaker, Ref.Ref<machine.State>, MutableR
   }
 
   toJSON(): unknown {
-    return { _id: "CircuitBreaker", name: this.name, state: this.current }
+    return { _id: "CircuitBreaker", name: this.name, state: this.current._tag }
   }
 
   toString(): string {
