@@ -142,6 +142,14 @@ export const closed = (settings: Settings, baseline?: Baseline): Bench => {
     { name: "closed.bare", run: effectLoop(Effect, "yield* bare", scope) },
     // The bare loop in the current build's runtime: it reads nothing from the set, so it is the floor of both.
     { name: "closed.runtime.bare", run: effectLoop(Effect, "yield* Effect.succeed(1)", {}, { runner: runtimes[0] }) },
+    // What any guard built per call pays before doing anything: a combinator's closure, a step that reads the fiber,
+    // and an exit handler that restores its context (the two runtime steps a closed call takes), no breaker.
+    {
+      name: "closed.runtime.floor",
+      run: effectLoop(Effect, `yield* Effect.succeed(1).pipe(emptyGuard("${PEER}"))`, { emptyGuard }, {
+        runner: runtimes[0]
+      })
+    },
     ...library
   ]
   return {
@@ -167,11 +175,30 @@ export const closed = (settings: Settings, baseline?: Baseline): Bench => {
         label: "closed: runtime, top-level withBreaker built per call",
         vs: "runtime bare",
         target: { op: "<=", limit: 6 }
-      })
+      }),
+      {
+        label: "closed: runtime, floor: two runtime steps built per call, no breaker",
+        ns: "closed.runtime.floor",
+        value: ratio("closed.runtime.floor", "closed.runtime.bare"),
+        vs: "runtime bare"
+      }
     ],
     dispose: () => Promise.all(runtimes.map((runtime) => runtime.dispose()))
   }
 }
+
+/**
+ * The least a guard of a closed call can do, as a combinator like `withBreaker(peer)`: read the fiber in one step and
+ * run the effect under an exit handler that puts the fiber's context back (the guard marks it), deciding nothing.
+ */
+const emptyGuard = (_peer: string) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.withFiber((fiber) => {
+    const context = fiber.context
+    return Effect.onExitPrimitive(self, () => {
+      fiber.setContext(context)
+      return undefined
+    })
+  })
 
 /** Row 2: a rejected call while the circuit is open. */
 export const open = (settings: Settings, baseline?: Baseline): Bench => {

@@ -4,9 +4,11 @@
  */
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Equal from "effect/Equal"
 import type * as Fiber from "effect/Fiber"
 import * as Formatter from "effect/Formatter"
 import { identity } from "effect/Function"
+import * as Hash from "effect/Hash"
 import * as Inspectable from "effect/Inspectable"
 import type * as MutableRef from "effect/MutableRef"
 import * as Pipeable from "effect/Pipeable"
@@ -51,14 +53,18 @@ export interface Shared {
   warnedLabel: boolean
   /** The breakers for which a throwing `isFailure` has been logged: it is logged once per breaker. */
   readonly warnedIsFailure: WeakSet<Breaker>
-  /** Each breaker's openings, when the open duration is a schedule: made on its first opening (see `openings`). */
-  readonly openings: WeakMap<Breaker, ScheduleOpenings>
+  /**
+   * Each breaker's openings, when the open duration is a schedule: made when a decision first asks for them (see
+   * `Breaker.openings`), and the map with the first of them.
+   */
+  openings: WeakMap<Breaker, ScheduleOpenings> | undefined
   /**
    * Operator actions under way, per breaker: while a breaker has any, the set keeps it. Calls need no pin: a probe
    * keeps its circuit half-open, and a closed call's result goes to whichever breaker the set holds for the peer by
-   * then. Kept here rather than on each breaker, which it would cost a field while almost never in use.
+   * then. Kept here rather than on each breaker, which it would cost a field while almost never in use; made with the
+   * first pin.
    */
-  readonly pins: Map<Breaker, number>
+  pins: Map<Breaker, number> | undefined
   /** The context a call to `breaker` from `base` last ran in (see `guard.ts`); a cache, one entry per set. */
   lastMarked: LastMarked | undefined
 }
@@ -121,8 +127,8 @@ export const makeShared = (
     pendingWarning: undefined,
     warnedLabel: false,
     warnedIsFailure: new WeakSet(),
-    openings: new WeakMap(),
-    pins: new Map(),
+    openings: undefined,
+    pins: undefined,
     lastMarked: undefined
   }
   return shared
@@ -183,10 +189,11 @@ export class Breaker implements CircuitBreaker, Ref.Ref<machine.State>, MutableR
   openings(context: Context.Context<never>): machine.Openings {
     const settings = this.settings
     if (settings.fixedOpenings !== undefined) return settings.fixedOpenings
-    let openings = this.shared.openings.get(this)
+    const all = this.shared.openings ??= new WeakMap()
+    let openings = all.get(this)
     if (openings === undefined) {
       openings = new ScheduleOpenings(settings.schedule!, settings.maxOpenMillis, context)
-      this.shared.openings.set(this, openings)
+      all.set(this, openings)
     }
     openings.context = context
     return openings
@@ -196,8 +203,9 @@ export class Breaker implements CircuitBreaker, Ref.Ref<machine.State>, MutableR
     return Pipeable.pipeArguments(this, arguments)
   }
 
+  // A breaker's state depends on the time (an opening ends without a write): `CircuitBreaker.state` reads it.
   toJSON(): unknown {
-    return { _id: "CircuitBreaker", name: this.name, state: this.current._tag }
+    return { _id: "CircuitBreaker", name: this.name }
   }
 
   toString(): string {
@@ -206,6 +214,15 @@ export class Breaker implements CircuitBreaker, Ref.Ref<machine.State>, MutableR
 
   [Inspectable.NodeInspectSymbol](): unknown {
     return this.toJSON()
+  }
+
+  // By identity, as Effect's own `Ref`: two breakers of one peer are two Refs, and a breaker's fields change.
+  [Equal.symbol](that: unknown): boolean {
+    return this === that
+  }
+
+  [Hash.symbol](): number {
+    return Hash.random(this)
   }
 }
 Object.defineProperty(Breaker.prototype, TypeId, { value: TypeId })
@@ -220,18 +237,21 @@ export class PeerBreaker extends Breaker implements Entry {
 
 /** Pins the breaker for an operator action: its set keeps it until as many `unpin`s. */
 export const pin = (breaker: Breaker): void => {
-  const pins = breaker.shared.pins
+  const pins = breaker.shared.pins ??= new Map()
   pins.set(breaker, (pins.get(breaker) ?? 0) + 1)
 }
 
 /** Ends one operator action's pin on the breaker. */
 export const unpin = (breaker: Breaker): void => {
   const pins = breaker.shared.pins
-  const left = pins.get(breaker)! - 1
-  if (left === 0) pins.delete(breaker)
-  else pins.set(breaker, left)
+  const held = pins?.get(breaker)
+  // A bug, if ever: an unmatched unpin would otherwise leave the breaker pinned for good.
+  if (held === undefined) throw new Error(`unpin without a pin on ${JSON.stringify(breaker.name)}`)
+  if (held === 1) pins!.delete(breaker)
+  else pins!.set(breaker, held - 1)
 }
 
 /** Whether the breaker can be dropped at `now` without anyone noticing: no pin, a fresh breaker's state. */
 export const isIdle = (breaker: Breaker, now: number): boolean =>
-  !breaker.shared.pins.has(breaker) && machine.isIdle(Ref.getUnsafe(breaker.state), now, breaker.settings.limits)
+  breaker.shared.pins?.has(breaker) !== true &&
+  machine.isIdle(Ref.getUnsafe(breaker.state), now, breaker.settings.limits)

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Ref } from "effect"
+import { Deferred, Effect, Equal, Exit, Fiber, Hash, HashSet, Ref } from "effect"
 import { readdirSync, readFileSync } from "node:fs"
 import { sep } from "node:path"
 import { CircuitBreaker, CircuitBreakerSet } from "../../src/index.ts"
@@ -77,7 +77,7 @@ describe("the circuit lives in the breaker's Ref", () => {
     // constructor, which gives the Ref its first value as `Ref.makeUnsafe` would.
     const writes = sources.flatMap(([file, text]) =>
       [...text.matchAll(
-        /^.*(\.current\b\s*(=(?!=)|\+\+|--|[-+*/]=)|\.ref\.current\b|\bMutableRef\.(?!MutableRef\b)\w+).*$/gm
+        /^.*(\.current\b\s*((\*\*|<<|>>>?|\?\?|\|\||&&|[-+*/%&|^])?=(?!=)|\+\+|--)|\[\s*["'`]current["'`]\s*\]|\.ref\.current\b|\bMutableRef\.(?!MutableRef\b)\w+).*$/gm
       )]
         .map((match) => `${file}: ${match[0].trim()}`)
     )
@@ -93,10 +93,16 @@ describe("the circuit lives in the breaker's Ref", () => {
       assert.strictEqual(yield* Ref.get(ref), (breaker as Breaker).current)
       yield* Ref.update(ref, (state) => ({ ...state, generation: 3 }))
       assert.strictEqual((breaker as Breaker).current.generation, 3)
-      assert.deepStrictEqual(JSON.parse(JSON.stringify(breaker)), {
-        _id: "CircuitBreaker",
-        name: "default",
-        state: "Closed"
-      })
+      assert.deepStrictEqual(JSON.parse(JSON.stringify(breaker)), { _id: "CircuitBreaker", name: "default" })
+    }))
+
+  it.effect("two breakers of one peer are two Refs: equal and hashed by identity, as Effect's own Ref", () =>
+    Effect.gen(function*() {
+      const a = (yield* CircuitBreaker.make({ name: "p" })) as Breaker
+      const b = new Breaker("p", a.shared, 0)
+      assert.isTrue(Equal.equals(a.state, a.state))
+      assert.isFalse(Equal.equals(a.state, b.state))
+      assert.strictEqual(HashSet.size(HashSet.make(a.state, b.state)), 2)
+      assert.strictEqual(Hash.hash(a), Hash.hash(a))
     }))
 })
