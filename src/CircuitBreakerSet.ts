@@ -365,6 +365,11 @@ const makeWith: (
       clock.currentTimeMillisUnsafe(),
       fleet
     )
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        if (lastFound.set === service) lastFound.context = lastFound.set = undefined
+      })
+    )
     if (fleet !== undefined) {
       fleet.attach(service.registry, service.resetLocal)
       shared.fleet = fleet
@@ -719,6 +724,26 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
  * @category combinators
  * @since 0.1.0
  */
+/**
+ * The context in which the top-level `withBreaker` last found a set of this module's, and that set. A context is an
+ * immutable value, so it always holds the same set: calls from one context (a loop, one request's calls, those of a
+ * `ManagedRuntime`) skip the look-up, about a tenth of a closed call's cost. One entry, replaced by the next context
+ * that finds a set; forgotten when its set closes, so that a closed set is not kept by it.
+ */
+const lastFound: { context: Context.Context<never> | undefined; set: SetService | undefined } = {
+  context: undefined,
+  set: undefined
+}
+
+const findSet = (context: Context.Context<never>): Service => {
+  const set = Context.getUnsafe(context, CircuitBreakerSet)
+  if (set instanceof SetService) {
+    lastFound.context = context
+    lastFound.set = set
+  }
+  return set
+}
+
 export const withBreaker: {
   (
     peer: string
@@ -731,7 +756,8 @@ export const withBreaker: {
     peer: string
   ): Effect.Effect<A, E | CircuitOpenError, R | CircuitBreakerSet> =>
     typeof peer !== "string" ? invalidPeer(peer) : Effect.withFiber((fiber) => {
-      const set = Context.getUnsafe(fiber.context, CircuitBreakerSet)
+      const context = fiber.context
+      const set = lastFound.context === context ? lastFound.set! : findSet(context)
       // A service built some other way (a test double, say) guards the call itself.
       if (!(set instanceof SetService)) return set.withBreaker(peer)(self)
       return set.fleetMode === undefined

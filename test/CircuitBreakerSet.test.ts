@@ -1,6 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Deferred, Duration, Effect, Exit, Fiber, Layer, Predicate, Ref, Schema, Stream } from "effect"
 import { TestClock } from "effect/testing"
+import { setFlagsFromString } from "node:v8"
+import { runInNewContext } from "node:vm"
 import { CircuitBreakerSet, CircuitSnapshot, withBreaker } from "../src/index.ts"
 import {
   type CapturedLog,
@@ -394,6 +396,75 @@ describe("one breaker per peer", () => {
       }
       assert.strictEqual(yield* Ref.get(runs), 0)
     }).pipe(provideSet()))
+})
+
+describe("the top-level withBreaker finds the set of the caller's context", () => {
+  it.effect("calls from two contexts, interleaved, each reach their own set", () =>
+    Effect.gen(function*() {
+      const outer = yield* CircuitBreakerSet
+      const inner = yield* CircuitBreakerSet.make({ maxFailures: 0 })
+      for (let i = 0; i < 3; i++) {
+        // The inner context's set trips on the first failure; the outer one's allows 3.
+        yield* Effect.exit(failing.pipe(withBreaker("p"), Effect.provideService(CircuitBreakerSet, inner)))
+        yield* Effect.exit(failing.pipe(withBreaker("p")))
+      }
+      assert.strictEqual((yield* inner.state("p"))._tag, "Open")
+      assert.deepStrictEqual(yield* outer.state("p"), { _tag: "Closed", failures: 3 })
+      yield* Effect.exit(failing.pipe(withBreaker("p")))
+      assert.strictEqual((yield* outer.state("p"))._tag, "Open")
+    }).pipe(provideSet({ maxFailures: 3 })))
+
+  it.effect("a context whose set was found before and one holding another service alternate", () => {
+    const guarded: Array<string> = []
+    return Effect.gen(function*() {
+      const set = yield* CircuitBreakerSet
+      const double = {
+        ...set,
+        withBreaker: (peer: string) => <A, E, R>(self: Effect.Effect<A, E, R>) => {
+          guarded.push(peer)
+          return self
+        }
+      }
+      for (let i = 0; i < 2; i++) {
+        yield* Effect.exit(failing.pipe(withBreaker("p")))
+        yield* Effect.exit(failing.pipe(withBreaker("q"), Effect.provideService(CircuitBreakerSet, double)))
+      }
+      assert.deepStrictEqual(guarded, ["q", "q"])
+      assert.deepStrictEqual(yield* set.state("p"), { _tag: "Closed", failures: 2 })
+      assert.deepStrictEqual(yield* set.state("q"), { _tag: "Closed", failures: 0 })
+    }).pipe(provideSet({ maxFailures: 3 }))
+  })
+
+  it("a closed set is not kept by the look-up's one-entry cache", async () => {
+    setFlagsFromString("--expose-gc")
+    const gc = runInNewContext("gc") as () => void
+    let found: WeakRef<object> | undefined
+    await Effect.runPromise(
+      Effect.gen(function*() {
+        found = new WeakRef(yield* CircuitBreakerSet)
+        yield* Effect.succeed(1).pipe(withBreaker("p"))
+      }).pipe(Effect.provide(CircuitBreakerSet.layer()))
+    )
+    // A WeakRef's target lives to the end of the job that read it: collect in later turns.
+    for (let turn = 0; turn < 5 && found!.deref() !== undefined; turn++) {
+      await new Promise((resolve) => setTimeout(resolve, 10))
+      gc()
+    }
+    assert.isUndefined(found!.deref())
+  })
+
+  it.effect("a set built again for the same layer is the one found, not the closed one", () =>
+    Effect.gen(function*() {
+      const layer = CircuitBreakerSet.layer({ maxFailures: 0 })
+      const tripIn = Effect.exit(failing.pipe(withBreaker("p"))).pipe(
+        Effect.andThen(CircuitBreakerSet.use((set) => set.state("p"))),
+        Effect.provide(layer)
+      )
+      assert.strictEqual((yield* tripIn)._tag, "Open")
+      // A fresh build: its own, closed circuit, whatever the last context found.
+      const fresh = yield* Effect.succeed(1).pipe(withBreaker("p"), Effect.provide(layer))
+      assert.strictEqual(fresh, 1)
+    }))
 })
 
 describe("time only through Clock", () => {
