@@ -693,6 +693,26 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
 }
 
 /**
+ * The context in which the top-level `withBreaker` last found a set of this module's, and that set. A context is an
+ * immutable value, so it always holds the same set: calls from one context (a loop, one request's calls, those of a
+ * `ManagedRuntime`) skip the look-up, about a tenth of a closed call's cost. One entry, replaced by the next context
+ * that finds a set; forgotten when its set closes, so that a closed set is not kept by it.
+ */
+const lastFound: { context: Context.Context<never> | undefined; set: SetService | undefined } = {
+  context: undefined,
+  set: undefined
+}
+
+const findSet = (context: Context.Context<never>): Service => {
+  const set = Context.getUnsafe(context, CircuitBreakerSet)
+  if (set instanceof SetService) {
+    lastFound.context = context
+    lastFound.set = set
+  }
+  return set
+}
+
+/**
  * Guards an effect with the breaker of `peer` from the `CircuitBreakerSet` in the context.
  *
  * **Details**
@@ -724,26 +744,6 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
  * @category combinators
  * @since 0.1.0
  */
-/**
- * The context in which the top-level `withBreaker` last found a set of this module's, and that set. A context is an
- * immutable value, so it always holds the same set: calls from one context (a loop, one request's calls, those of a
- * `ManagedRuntime`) skip the look-up, about a tenth of a closed call's cost. One entry, replaced by the next context
- * that finds a set; forgotten when its set closes, so that a closed set is not kept by it.
- */
-const lastFound: { context: Context.Context<never> | undefined; set: SetService | undefined } = {
-  context: undefined,
-  set: undefined
-}
-
-const findSet = (context: Context.Context<never>): Service => {
-  const set = Context.getUnsafe(context, CircuitBreakerSet)
-  if (set instanceof SetService) {
-    lastFound.context = context
-    lastFound.set = set
-  }
-  return set
-}
-
 export const withBreaker: {
   (
     peer: string
