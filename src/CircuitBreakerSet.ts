@@ -367,7 +367,7 @@ const makeWith: (
     )
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
-        if (lastFound.set === service) lastFound.context = lastFound.set = undefined
+        if (lastFound.entry?.set === service) lastFound.entry = undefined
       })
     )
     if (fleet !== undefined) {
@@ -698,17 +698,13 @@ export class CircuitBreakerSet extends Context.Service<CircuitBreakerSet, Servic
  * `ManagedRuntime`) skip the look-up, about a tenth of a closed call's cost. One entry, replaced by the next context
  * that finds a set; forgotten when its set closes, so that a closed set is not kept by it.
  */
-const lastFound: { context: Context.Context<never> | undefined; set: SetService | undefined } = {
-  context: undefined,
-  set: undefined
+const lastFound: { entry: { readonly context: Context.Context<never>; readonly set: SetService } | undefined } = {
+  entry: undefined
 }
 
 const findSet = (context: Context.Context<never>): Service => {
   const set = Context.getUnsafe(context, CircuitBreakerSet)
-  if (set instanceof SetService) {
-    lastFound.context = context
-    lastFound.set = set
-  }
+  if (set instanceof SetService) lastFound.entry = { context, set }
   return set
 }
 
@@ -757,7 +753,8 @@ export const withBreaker: {
   ): Effect.Effect<A, E | CircuitOpenError, R | CircuitBreakerSet> =>
     typeof peer !== "string" ? invalidPeer(peer) : Effect.withFiber((fiber) => {
       const context = fiber.context
-      const set = lastFound.context === context ? lastFound.set! : findSet(context)
+      const found = lastFound.entry
+      const set = found !== undefined && found.context === context ? found.set : findSet(context)
       // A service built some other way (a test double, say) guards the call itself.
       if (!(set instanceof SetService)) return set.withBreaker(peer)(self)
       return set.fleetMode === undefined
