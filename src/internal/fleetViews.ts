@@ -11,6 +11,7 @@ import type * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as PubSub from "effect/PubSub"
+import { OpenReason as OpenReasonSchema } from "../CircuitSnapshot.ts"
 import type { CircuitState, OpenReason } from "../CircuitState.ts"
 import type { CircuitStateChange, Reason, StateTag } from "../CircuitStateChange.ts"
 import { displayPeer } from "./display.ts"
@@ -43,15 +44,7 @@ export const stateTagOf = (tag: ViewTag | "Closed"): StateTag => tag === "Isolat
 
 export const tagOfReply = (state: Reply[0]): ViewTag => state === "O" ? "Open" : state === "I" ? "Isolated" : "HalfOpen"
 
-const openReasons: ReadonlySet<string> = new Set<OpenReason>([
-  "window",
-  "consecutive",
-  "rate",
-  "slow-calls",
-  "probe-failed",
-  "probe-timeout",
-  "isolated"
-])
+const openReasons: ReadonlySet<string> = new Set(OpenReasonSchema.literals)
 
 /** A reason read from Redis; one this version does not know (a newer replica's) reads as a trip of the window. */
 const openReasonOf = (text: string): OpenReason => openReasons.has(text) ? text as OpenReason : "window"
